@@ -1,0 +1,128 @@
+// api: the public C++ surface (FileSystem, File) over the fs layer. Owns argument
+// checks a caller can get wrong and the lifetime of open files; must never reach past
+// fs into the journal or media.
+#include "device/device.h"
+#include "fs/volume.h"
+#include "syncdax/syncdax.hpp"
+
+namespace sdx {
+
+namespace {
+Status not_open() { return fail(EBADF, "file is not open"); }
+}  // namespace
+
+// ---- File ----
+
+File::File(File&& o) noexcept : fs_(o.fs_), h_(o.h_) { o.h_ = nullptr; }
+
+File& File::operator=(File&& o) noexcept {
+  if (this != &o) {
+    (void)close();
+    fs_ = o.fs_;
+    h_ = o.h_;
+    o.h_ = nullptr;
+  }
+  return *this;
+}
+
+File::~File() { (void)close(); }
+
+Result<size_t> File::pread(std::span<std::byte> buf, uint64_t offset) {
+  if (!h_) return std::unexpected(not_open().error());
+  return fs_->vol_->pread(h_, buf, offset);
+}
+
+Result<size_t> File::pwrite(std::span<const std::byte> buf, uint64_t offset) {
+  if (!h_) return std::unexpected(not_open().error());
+  return fs_->vol_->pwrite(h_, buf, offset);
+}
+
+Status File::fallocate(int mode, uint64_t offset, uint64_t length) {
+  if (!h_) return not_open();
+  return fs_->vol_->fallocate(h_, mode, offset, length);
+}
+
+Status File::ftruncate(uint64_t length) {
+  if (!h_) return not_open();
+  return fs_->vol_->ftruncate(h_, length);
+}
+
+Status File::fsync() {
+  if (!h_) return not_open();
+  return fs_->vol_->fsync(h_, false);
+}
+
+Status File::fdatasync() {
+  if (!h_) return not_open();
+  return fs_->vol_->fsync(h_, true);
+}
+
+Result<Stat> File::stat() const {
+  if (!h_) return std::unexpected(not_open().error());
+  return fs_->vol_->fstat(h_);
+}
+
+Status File::set_extsize_hint(uint32_t bytes) {
+  if (!h_) return not_open();
+  return fs_->vol_->set_extsize_hint(h_, bytes);
+}
+
+Status File::close() {
+  if (!h_) return ok();
+  fs::Handle* h = h_;
+  h_ = nullptr;
+  return fs_->vol_->close(h);
+}
+
+// ---- FileSystem ----
+
+FileSystem::FileSystem(std::unique_ptr<fs::Volume> v) : vol_(std::move(v)) {}
+FileSystem::~FileSystem() = default;
+
+Status FileSystem::mkfs(const std::string& path, const MkfsOptions& opt) {
+  SDX_TRY(device::create(static_cast<device::Kind>(opt.kind), path, opt.size));
+  SDX_ASSIGN(auto dev, device::open(path));
+  return fs::Volume::format(*dev, opt);
+}
+
+Status FileSystem::format(device::Device& dev, const MkfsOptions& opt) { return fs::Volume::format(dev, opt); }
+
+Result<std::unique_ptr<FileSystem>> FileSystem::mount(const std::string& path, const MountOptions& opt) {
+  device::OpenOptions dopt;
+  dopt.msync_on_fence = opt.msync_on_fence;
+  dopt.seed = opt.seed;
+  SDX_ASSIGN(auto dev, device::open(path, dopt));
+  return mount(std::move(dev), opt);
+}
+
+Result<std::unique_ptr<FileSystem>> FileSystem::mount(std::unique_ptr<device::Device> dev, const MountOptions& opt) {
+  SDX_ASSIGN(auto vol, fs::Volume::mount(std::move(dev), opt));
+  return std::unique_ptr<FileSystem>(new FileSystem(std::move(vol)));
+}
+
+FsckReport FileSystem::fsck(const std::string& path) {
+  auto dev = device::open(path);
+  if (!dev) return FsckReport{false, {dev.error().message}};
+  return fs::Volume::fsck(**dev);
+}
+
+FsckReport FileSystem::fsck(device::Device& dev) { return fs::Volume::fsck(dev); }
+
+Status FileSystem::unmount() { return vol_->unmount(); }
+
+Result<File> FileSystem::open(std::string_view path, int flags, uint32_t mode) {
+  SDX_ASSIGN(fs::Handle * h, vol_->open(path, flags, mode));
+  return File(this, h);
+}
+
+Status FileSystem::mkdir(std::string_view path, uint32_t mode) { return vol_->mkdir(path, mode); }
+Status FileSystem::rmdir(std::string_view path) { return vol_->rmdir(path); }
+Status FileSystem::unlink(std::string_view path) { return vol_->unlink(path); }
+Status FileSystem::rename(std::string_view from, std::string_view to) { return vol_->rename(from, to); }
+Result<std::vector<DirEntry>> FileSystem::readdir(std::string_view path) { return vol_->readdir(path); }
+Result<Stat> FileSystem::stat(std::string_view path) { return vol_->stat(path); }
+Result<StatFs> FileSystem::statfs() { return vol_->statfs(); }
+Status FileSystem::sync() { return vol_->sync(); }
+device::Device& FileSystem::device() { return vol_->device(); }
+
+}  // namespace sdx

@@ -1,0 +1,344 @@
+// Extent maps, allocation and their journal records.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include "device/device.h"
+#include "fs/volume.h"
+
+namespace sdx::fs {
+
+using media::kBlockSize;
+
+namespace {
+int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+}  // namespace
+
+bool Inode::is_dir() const { return S_ISDIR(mode); }
+uint64_t Inode::datasync_seq() const { return std::max({alloc_seq, size_seq, remove_seq}); }
+
+void Volume::touch(Inode& ino, bool mtime) {
+  const int64_t t = now_ns();
+  ino.ctime_ns = t;
+  if (mtime) ino.mtime_ns = t;
+}
+
+uint64_t Volume::data_block_limit() const { return geo_.data_start + geo_.data_blocks; }
+
+Status Volume::log_inode(journal::Handle& h, Inode& ino) {
+  media::DiskInode di{};
+  di.mode = ino.mode;
+  di.nlink = ino.nlink;
+  di.size = ino.size;
+  di.blocks = ino.blocks;
+  di.atime_ns = ino.atime_ns;
+  di.mtime_ns = ino.mtime_ns;
+  di.ctime_ns = ino.ctime_ns;
+  di.parent = ino.parent;
+  di.extsize_blocks = ino.extsize_blocks;
+  di.nextents = static_cast<uint32_t>(ino.extents.size());
+  di.index_block = ino.index_block;
+  if (ino.extents.size() <= media::kInlineExtents) {
+    size_t i = 0;
+    for (const auto& [fb, e] : ino.extents)
+      di.inline_extents[i++] = {e.file_block, e.dev_block, static_cast<uint32_t>(e.len),
+                                e.unwritten ? media::kExtentUnwritten : 0u};
+  }
+  media::seal(di);
+  h.log_object(geo_.inode_start * kBlockSize + ino.ino * media::kInodeSize, di);
+  ino.meta_seq = h.seq();
+  return ok();
+}
+
+Status Volume::log_extents(journal::Handle& h, Inode& ino) {
+  const size_t n = ino.extents.size();
+  const size_t need = n <= media::kInlineExtents ? 0 : (n + media::kExtentsPerLeaf - 1) / media::kExtentsPerLeaf;
+  if (need > media::kLeavesPerIndex) return fail(EFBIG, "file has too many extents");
+  bool index_changed = false;
+  while (ino.leaves.size() > need) {
+    free_blocks(h, ino.leaves.back(), 1);
+    ino.leaves.pop_back();
+    ino.leaf_images.pop_back();
+    index_changed = true;
+  }
+  if (need == 0 && ino.index_block) {
+    free_blocks(h, ino.index_block, 1);
+    ino.index_block = 0;
+  }
+  if (need > 0 && !ino.index_block) {
+    SDX_ASSIGN(Run r, alloc_blocks(h, 0, 1, true));
+    ino.index_block = r.start;
+    index_changed = true;
+  }
+  while (ino.leaves.size() < need) {
+    SDX_ASSIGN(Run r, alloc_blocks(h, ino.leaves.empty() ? ino.index_block + 1 : ino.leaves.back() + 1, 1, true));
+    ino.leaves.push_back(r.start);
+    ino.leaf_images.emplace_back();  // empty: always logged
+    index_changed = true;
+  }
+  auto it = ino.extents.begin();
+  std::vector<std::byte> img(kBlockSize);
+  for (size_t leaf = 0; leaf < need; ++leaf) {
+    std::fill(img.begin(), img.end(), std::byte{0});
+    media::BlockHeader hdr{media::kLeafMagic, 0, 0, 0, ino.ino};
+    for (uint32_t i = 0; i < media::kExtentsPerLeaf && it != ino.extents.end(); ++i, ++it) {
+      const Extent& e = it->second;
+      media::DiskExtent de{e.file_block, e.dev_block, static_cast<uint32_t>(e.len),
+                           e.unwritten ? media::kExtentUnwritten : 0u};
+      std::memcpy(img.data() + sizeof hdr + i * sizeof de, &de, sizeof de);
+      ++hdr.count;
+    }
+    std::memcpy(img.data(), &hdr, sizeof hdr);
+    media::seal_block(img.data());
+    if (ino.leaf_images[leaf] != img) {
+      h.log(ino.leaves[leaf] * kBlockSize, img);
+      ino.leaf_images[leaf] = img;
+    }
+  }
+  if (need > 0 && index_changed) {
+    std::fill(img.begin(), img.end(), std::byte{0});
+    media::BlockHeader hdr{media::kIndexMagic, 0, static_cast<uint32_t>(need), 0, ino.ino};
+    std::memcpy(img.data(), &hdr, sizeof hdr);
+    std::memcpy(img.data() + sizeof hdr, ino.leaves.data(), need * sizeof(uint64_t));
+    media::seal_block(img.data());
+    h.log(ino.index_block * kBlockSize, img);
+  }
+  return ok();
+}
+
+void Volume::mark_bitmap(journal::Handle& h, uint64_t start, uint64_t len, bool used) {
+  for (uint64_t b = start; b < start + len; ++b) {
+    const uint8_t bit = uint8_t(1u << (b & 7));
+    if (used) bitmap_[b >> 3] |= bit;
+    else bitmap_[b >> 3] &= uint8_t(~bit);
+  }
+  const uint64_t first = start >> 3, last = (start + len - 1) >> 3;
+  h.log(geo_.bitmap_start * kBlockSize + first,
+        {reinterpret_cast<const std::byte*>(bitmap_.data() + first), last - first + 1});
+}
+
+Result<Run> Volume::alloc_blocks(journal::Handle& h, uint64_t goal, uint64_t want, bool metadata) {
+  {
+    Lock l(freed_mu_);
+    for (const Run& r : released_) alloc_.add_free(r.start, r.len);
+    released_.clear();
+  }
+  // Data may not take the last blocks: splitting an extent or growing a directory must
+  // still find a block, so those operations never fail half-way.
+  const uint64_t reserve = std::min<uint64_t>(64, geo_.data_blocks / 16);
+  const uint64_t avail = alloc_.free_blocks();
+  if (!metadata) {
+    if (avail <= reserve) return fail(ENOSPC, "no space left on device");
+    want = std::min(want, avail - reserve);
+  }
+  Run r = alloc_.alloc(goal, want);
+  if (r.len == 0) return fail(ENOSPC, "no space left on device");
+  mark_bitmap(h, r.start, r.len, true);
+  return r;
+}
+
+void Volume::free_blocks(journal::Handle& h, uint64_t start, uint64_t len) {
+  if (len == 0) return;
+  mark_bitmap(h, start, len, false);
+  // Reusable only once the freeing transaction is durable: before that a crash would
+  // give the block back to its old owner while a new owner has written it.
+  Lock l(freed_mu_);
+  freed_.push_back({h.seq(), Run{start, len}});
+}
+
+void Volume::release_freed(uint64_t committed) {
+  Lock l(freed_mu_);
+  auto keep = std::partition(freed_.begin(), freed_.end(),
+                             [&](const auto& f) { return f.first > committed; });
+  for (auto it = keep; it != freed_.end(); ++it) released_.push_back(it->second);
+  freed_.erase(keep, freed_.end());
+}
+
+const Extent* Volume::find_extent(const Inode& ino, uint64_t fb) const {
+  auto it = ino.extents.upper_bound(fb);
+  if (it == ino.extents.begin()) return nullptr;
+  --it;
+  return fb < it->second.file_end() ? &it->second : nullptr;
+}
+
+void Volume::insert_extent(Inode& ino, Extent e) {
+  auto next = ino.extents.lower_bound(e.file_block);
+  if (next != ino.extents.begin()) {
+    auto prev = std::prev(next);
+    const Extent& p = prev->second;
+    if (p.file_end() == e.file_block && p.dev_block + p.len == e.dev_block &&
+        p.unwritten == e.unwritten && p.len + e.len <= UINT32_MAX) {
+      e = Extent{p.file_block, p.dev_block, p.len + e.len, e.unwritten, std::max(p.seq, e.seq)};
+      ino.extents.erase(prev);
+    }
+  }
+  next = ino.extents.lower_bound(e.file_block);
+  if (next != ino.extents.end()) {
+    const Extent& n = next->second;
+    if (e.file_end() == n.file_block && e.dev_block + e.len == n.dev_block &&
+        e.unwritten == n.unwritten && e.len + n.len <= UINT32_MAX) {
+      e.len += n.len;
+      e.seq = std::max(e.seq, n.seq);
+      ino.extents.erase(next);
+    }
+  }
+  ino.extents[e.file_block] = e;
+}
+
+void Volume::remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb) {
+  auto it = ino.extents.upper_bound(fb);
+  if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
+  while (it != ino.extents.end() && it->second.file_block < end_fb) {
+    Extent e = it->second;
+    it = ino.extents.erase(it);
+    const uint64_t cut_lo = std::max(fb, e.file_block), cut_hi = std::min(end_fb, e.file_end());
+    if (e.file_block < cut_lo)
+      ino.extents[e.file_block] = Extent{e.file_block, e.dev_block, cut_lo - e.file_block, e.unwritten, e.seq};
+    if (cut_hi < e.file_end()) {
+      const uint64_t skip = cut_hi - e.file_block;
+      ino.extents[cut_hi] = Extent{cut_hi, e.dev_block + skip, e.len - skip, e.unwritten, e.seq};
+    }
+    free_blocks(h, e.dev_block + (cut_lo - e.file_block), cut_hi - cut_lo);
+    ino.blocks -= cut_hi - cut_lo;
+    ino.remove_seq = h.seq();
+    it = ino.extents.lower_bound(cut_hi);
+  }
+}
+
+void Volume::set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten) {
+  std::vector<Extent> changed;
+  auto it = ino.extents.upper_bound(fb);
+  if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
+  while (it != ino.extents.end() && it->second.file_block < end_fb) {
+    Extent e = it->second;
+    if (e.unwritten == unwritten) { ++it; continue; }
+    it = ino.extents.erase(it);
+    const uint64_t lo = std::max(fb, e.file_block), hi = std::min(end_fb, e.file_end());
+    if (e.file_block < lo)
+      ino.extents[e.file_block] = Extent{e.file_block, e.dev_block, lo - e.file_block, e.unwritten, e.seq};
+    if (hi < e.file_end())
+      ino.extents[hi] = Extent{hi, e.dev_block + (hi - e.file_block), e.file_end() - hi, e.unwritten, e.seq};
+    const uint64_t dev = e.dev_block + (lo - e.file_block);
+    // Written blocks must hold zeros before the mapping that exposes them is durable.
+    if (!unwritten) dev_->zero_nodrain(dev_->bytes().data() + dev * kBlockSize, (hi - lo) * kBlockSize);
+    changed.push_back(Extent{lo, dev, hi - lo, unwritten, h.seq()});
+    it = ino.extents.lower_bound(hi);
+  }
+  for (const Extent& e : changed) insert_extent(ino, e);
+  if (!changed.empty()) ino.alloc_seq = h.seq();
+}
+
+Status Volume::allocate_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten) {
+  Status st;
+  uint64_t pos = fb;
+  while (pos < end_fb && st) {
+    auto next = ino.extents.upper_bound(pos);
+    if (next != ino.extents.begin()) {
+      const Extent& p = std::prev(next)->second;
+      if (pos < p.file_end()) { pos = p.file_end(); continue; }
+    }
+    const uint64_t hole_end = std::min(end_fb, next == ino.extents.end() ? end_fb : next->second.file_block);
+    uint64_t goal = 0;
+    if (next != ino.extents.begin()) {
+      const Extent& p = std::prev(next)->second;
+      goal = p.dev_block + p.len + (pos - p.file_end());
+      if (goal >= data_block_limit()) goal = 0;
+    }
+    while (pos < hole_end) {
+      auto r = alloc_blocks(h, goal, hole_end - pos, false);
+      if (!r) { st = std::unexpected(r.error()); break; }
+      if (!unwritten) dev_->zero_nodrain(dev_->bytes().data() + r->start * kBlockSize, r->len * kBlockSize);
+      insert_extent(ino, Extent{pos, r->start, r->len, unwritten, h.seq()});
+      ino.blocks += r->len;
+      ino.alloc_seq = h.seq();
+      pos += r->len;
+      goal = r->start + r->len;
+    }
+  }
+  // Whatever was allocated before a failure is kept and logged: the state stays consistent.
+  SDX_TRY(log_extents(h, ino));
+  return st;
+}
+
+Status Volume::zero_bytes(Inode& ino, uint64_t off, uint64_t len) {
+  uint64_t pos = off;
+  const uint64_t end = off + len;
+  while (pos < end) {
+    const uint64_t fb = pos / kBlockSize;
+    const uint64_t in_block = std::min(end, (fb + 1) * kBlockSize) - pos;
+    if (const Extent* e = find_extent(ino, fb); e && !e->unwritten)
+      dev_->zero_nodrain(dev_->bytes().data() + (e->dev_block + fb - e->file_block) * kBlockSize + pos % kBlockSize, in_block);
+    pos += in_block;
+  }
+  return ok();
+}
+
+uint64_t Volume::range_dirty_seq(Inode& ino, uint64_t off, uint64_t len) {
+  Lock l(mu_);
+  uint64_t seq = std::max(ino.size_seq, ino.remove_seq);
+  const uint64_t fb = off / kBlockSize, end_fb = (off + std::max<uint64_t>(len, 1) - 1) / kBlockSize + 1;
+  auto it = ino.extents.upper_bound(fb);
+  if (it != ino.extents.begin()) --it;
+  for (; it != ino.extents.end() && it->second.file_block < end_fb; ++it)
+    if (it->second.file_end() > fb) seq = std::max(seq, it->second.seq);
+  return seq > journal_->committed_seq() ? seq : 0;
+}
+
+Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent, journal::Handle* h) {
+  Lock l(mu_);
+  const uint64_t fb = off / kBlockSize;
+  const uint64_t end_fb = (off + std::max<uint64_t>(len, 1) - 1) / kBlockSize + 1;
+  const bool write = intent & kIomapWrite;
+  Iomap m;
+  const Extent* e = find_extent(ino, fb);
+  if (write && (!e || e->unwritten)) {
+    if (!e) {
+      auto next = ino.extents.upper_bound(fb);
+      const uint64_t hole_end = next == ino.extents.end() ? UINT64_MAX : next->second.file_block;
+      uint64_t prev_end = 0;
+      if (next != ino.extents.begin()) prev_end = std::prev(next)->second.file_end();
+      uint64_t a = fb, b = std::min(end_fb, hole_end);
+      if (const uint64_t hint = ino.extsize_blocks; hint > 1) {
+        a = std::max(prev_end, fb - fb % hint);
+        b = std::min(hole_end, (end_fb + hint - 1) / hint * hint);
+      }
+      Status st = allocate_range(*h, ino, a, b, false);
+      if (!find_extent(ino, fb)) {
+        SDX_TRY(log_inode(*h, ino));
+        return st ? fail(ENOSPC, "no space left on device") : std::unexpected(st.error());
+      }
+    } else {
+      set_unwritten(*h, ino, fb, std::min(end_fb, e->file_end()), false);
+      SDX_TRY(log_extents(*h, ino));
+    }
+    SDX_TRY(log_inode(*h, ino));
+    m.flags |= kIomapNew;
+    e = find_extent(ino, fb);
+  }
+  if (!e) {
+    auto next = ino.extents.upper_bound(fb);
+    const uint64_t hole_end = next == ino.extents.end() ? (UINT64_MAX / kBlockSize) : next->second.file_block;
+    m.type = IomapType::kHole;
+    m.offset = fb * kBlockSize;
+    m.length = (hole_end - fb) * kBlockSize;
+    return m;
+  }
+  m.type = e->unwritten ? IomapType::kUnwritten : IomapType::kMapped;
+  m.offset = fb * kBlockSize;
+  m.length = (e->file_end() - fb) * kBlockSize;
+  m.dev_offset = (e->dev_block + (fb - e->file_block)) * kBlockSize;
+  const uint64_t seq = std::max({e->seq, ino.size_seq, ino.remove_seq});
+  if (seq > journal_->committed_seq()) {
+    m.flags |= kIomapDirty;
+    m.seq = seq;
+  }
+  return m;
+}
+
+}  // namespace sdx::fs

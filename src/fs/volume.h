@@ -1,0 +1,192 @@
+// fs: the file system proper (ext4/xfs's role) -- inodes, directories, extent maps,
+// allocation, iomap_begin/iomap_end, fsync/fdatasync and layout changes. It keeps all
+// metadata in memory, loaded and checked at mount, and changes the medium's metadata
+// only through journal records. It must never map memory into a process or handle a
+// fault (that is the dax layer), and never write metadata home itself.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/lock.h"
+#include "fs/alloc.h"
+#include "journal/journal.h"
+#include "media/format.h"
+#include "syncdax/syncdax.hpp"
+
+namespace sdx::device { class Device; }
+
+namespace sdx::fs {
+
+inline constexpr uint64_t kBlock = media::kBlockSize;
+
+struct Extent {
+  uint64_t file_block = 0;
+  uint64_t dev_block = 0;
+  uint64_t len = 0;
+  bool unwritten = false;
+  uint64_t seq = 0;  // transaction that last changed this mapping (for DIRTY)
+  uint64_t file_end() const { return file_block + len; }
+};
+using ExtentMap = std::map<uint64_t, Extent>;  // by file_block
+
+struct DirEntryRef {
+  uint64_t ino = 0;
+  bool is_dir = false;
+  uint32_t slot = 0;
+};
+
+struct Dir {
+  std::map<std::string, DirEntryRef, std::less<>> entries;
+  std::vector<std::vector<std::byte>> blocks;  // latest logged image of each block
+  std::set<uint32_t> free_slots;
+};
+
+struct Inode {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+  uint32_t nlink = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // data blocks
+  int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
+  uint64_t parent = 0;
+  uint32_t extsize_blocks = 0;
+  ExtentMap extents;
+  uint64_t index_block = 0;
+  std::vector<uint64_t> leaves;
+  std::vector<std::vector<std::byte>> leaf_images;  // last logged; unchanged leaves are not re-logged
+  std::unique_ptr<Dir> dir;
+  uint32_t opens = 0;
+
+  // Transactions fdatasync/fsync would have to commit for this inode. Timestamps move
+  // only meta_seq; allocation, conversion, size and removal move the others too.
+  uint64_t meta_seq = 0;
+  uint64_t alloc_seq = 0;
+  uint64_t size_seq = 0;
+  uint64_t remove_seq = 0;
+  uint64_t datasync_seq() const;
+
+  RwLock io;  // shared: reading/writing data; exclusive: changing the layout
+
+  bool is_dir() const;
+};
+
+enum class IomapType { kHole, kMapped, kUnwritten };
+enum IomapIntent : unsigned { kIomapRead = 1, kIomapWrite = 2, kIomapFault = 4 };
+enum IomapFlag : unsigned { kIomapNew = 1, kIomapDirty = 2 };
+
+// What a file range maps to (the kernel's struct iomap).
+struct Iomap {
+  IomapType type = IomapType::kHole;
+  uint64_t offset = 0;      // file bytes, block aligned
+  uint64_t length = 0;      // bytes
+  uint64_t dev_offset = 0;  // bytes into the device's area; meaningless for holes
+  unsigned flags = 0;       // kIomapNew, kIomapDirty
+  uint64_t seq = 0;         // with DIRTY: commit this transaction to make it clean
+};
+
+// An open file: the inode and the access mode it was opened with.
+class Handle {
+ public:
+  Inode* inode = nullptr;
+  int flags = 0;
+  bool readable() const;
+  bool writable() const;
+};
+
+class Volume {
+ public:
+  static Status format(device::Device& dev, const MkfsOptions& opt);
+  static Result<std::unique_ptr<Volume>> mount(std::unique_ptr<device::Device> dev,
+                                               const MountOptions& opt);
+  static FsckReport fsck(device::Device& dev);
+  ~Volume();
+
+  Status unmount();
+
+  Result<Handle*> open(std::string_view path, int flags, uint32_t mode);
+  Status close(Handle* h);
+  Result<size_t> pread(Handle* h, std::span<std::byte> buf, uint64_t off);
+  Result<size_t> pwrite(Handle* h, std::span<const std::byte> buf, uint64_t off);
+  Status fallocate(Handle* h, int mode, uint64_t off, uint64_t len);
+  Status ftruncate(Handle* h, uint64_t len);
+  Status fsync(Handle* h, bool datasync);
+  Result<Stat> fstat(Handle* h);
+  Status set_extsize_hint(Handle* h, uint32_t bytes);
+
+  Status mkdir(std::string_view path, uint32_t mode);
+  Status rmdir(std::string_view path);
+  Status unlink(std::string_view path);
+  Status rename(std::string_view from, std::string_view to);
+  Result<std::vector<DirEntry>> readdir(std::string_view path);
+  Result<Stat> stat(std::string_view path);
+  Result<StatFs> statfs();
+  Status sync();
+
+  // Block mapping for every data path. Caller holds inode.io (shared is enough for
+  // reads), and for kIomapWrite an open journal handle; no Volume lock.
+  Result<Iomap> iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent,
+                            journal::Handle* h);
+  // Would fdatasync have metadata to commit for [off, off+len)? Returns the transaction
+  // to commit, or 0 when the range is clean.
+  uint64_t range_dirty_seq(Inode& ino, uint64_t off, uint64_t len);
+
+  device::Device& device() { return *dev_; }
+  journal::Journal& journal() { return *journal_; }
+  const media::Geometry& geometry() const { return geo_; }
+
+ private:
+  struct Loaded;
+  Volume(std::unique_ptr<device::Device> dev, const media::Geometry& g);
+  static Result<std::unique_ptr<Loaded>> load(device::Device& dev, std::vector<std::string>* problems);
+
+  // Everything below runs with mu_ held.
+  Result<Inode*> lookup(std::string_view path, Inode** parent_out, std::string* leaf_out,
+                        bool want_parent);
+  Inode* inode(uint64_t ino);
+  Result<Inode*> new_inode(journal::Handle& h, uint32_t mode, uint64_t parent);
+  Status dir_add(journal::Handle& h, Inode& dir, std::string_view name, const Inode& child);
+  Status dir_reserve(journal::Handle& h, Inode& dir);
+  void dir_remove(journal::Handle& h, Inode& dir, std::string_view name);
+  void drop_link(journal::Handle& h, Inode& ino);
+  void evict(journal::Handle& h, Inode& ino);
+  Result<Run> alloc_blocks(journal::Handle& h, uint64_t goal, uint64_t want, bool metadata);
+  void free_blocks(journal::Handle& h, uint64_t start, uint64_t len);
+  void mark_bitmap(journal::Handle& h, uint64_t start, uint64_t len, bool used);
+  Status log_inode(journal::Handle& h, Inode& ino);
+  Status log_extents(journal::Handle& h, Inode& ino);
+  Status allocate_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb,
+                        bool unwritten);
+  void insert_extent(Inode& ino, Extent e);
+  void remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
+  void set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten);
+  const Extent* find_extent(const Inode& ino, uint64_t fb) const;
+  uint64_t dir_block_dev(const Inode& dir, uint64_t k) const;
+  Status zero_bytes(Inode& ino, uint64_t off, uint64_t len);
+  void touch(Inode& ino, bool mtime);
+  uint64_t data_block_limit() const;
+  void release_freed(uint64_t committed);
+
+  std::unique_ptr<device::Device> dev_;
+  media::Geometry geo_;
+  std::unique_ptr<journal::Journal> journal_;
+  Mutex mu_;  // all metadata below
+  std::unordered_map<uint64_t, std::unique_ptr<Inode>> inodes_;
+  std::set<uint64_t> free_inodes_;
+  std::vector<uint8_t> bitmap_;
+  Allocator alloc_;
+  std::vector<std::unique_ptr<Handle>> handles_;
+  Mutex freed_mu_;  // blocks freed by transactions not yet durable
+  std::vector<std::pair<uint64_t, Run>> freed_;  // (seq, run)
+  std::vector<Run> released_;
+  bool mounted_ = false;
+};
+
+}  // namespace sdx::fs

@@ -1,0 +1,305 @@
+#include "journal/journal.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "common/crc32c.h"
+#include "device/device.h"
+
+namespace sdx::journal {
+
+namespace {
+
+constexpr uint64_t kHeaderMagic = 0x4c4e524a58445300ull;  // "\0SDXJRNL"
+constexpr uint32_t kTxMagic = 0x4e58544a;                 // "JTXN"
+constexpr uint64_t kHeaderBytes = 4096;
+
+struct JHeader {
+  uint64_t magic;
+  uint64_t start_seq;  // the first transaction at log position 0; older ones are stale
+  uint32_t checksum;
+  uint32_t pad;
+};
+
+struct TxHeader {
+  uint32_t magic;
+  uint32_t nrec;
+  uint64_t seq;
+  uint64_t total;  // bytes including this header, multiple of 64
+  uint32_t crc;    // crc32c of header (crc zero) and every record
+  uint32_t pad;
+};
+
+struct RecHeader {
+  uint64_t off;
+  uint32_t len;
+  uint32_t pad;
+};
+
+uint64_t round8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+uint32_t header_crc(JHeader h) {
+  h.checksum = 0;
+  return crc32c(&h, sizeof h);
+}
+
+void write_header(device::Device& dev, Region log, uint64_t start_seq) {
+  JHeader h{kHeaderMagic, start_seq, 0, 0};
+  h.checksum = header_crc(h);
+  std::byte* p = dev.bytes().data() + log.offset;
+  dev.copy_nodrain(p, &h, sizeof h);
+  dev.fence();
+}
+
+}  // namespace
+
+struct Tx {
+  explicit Tx(uint64_t s) : seq(s) {}
+  struct Rec {
+    uint64_t off;
+    uint32_t len;
+    size_t data;  // offset into `data`
+  };
+  uint64_t seq;
+  int handles = 0;  // guarded by Journal::mu_
+  Mutex mu;         // records, for handles logging at the same time
+  std::vector<Rec> recs;
+  std::vector<std::byte> data;
+  std::unordered_map<uint64_t, size_t> by_off;  // rewriting the same range replaces it
+  std::atomic<uint64_t> bytes{sizeof(TxHeader)};
+};
+
+// ---- Handle ----
+
+void Handle::log(uint64_t dev_off, std::span<const std::byte> bytes) {
+  Tx& tx = *tx_;
+  Lock l(tx.mu);
+  if (auto it = tx.by_off.find(dev_off); it != tx.by_off.end() && tx.recs[it->second].len == bytes.size()) {
+    std::memcpy(tx.data.data() + tx.recs[it->second].data, bytes.data(), bytes.size());
+    return;
+  }
+  tx.by_off[dev_off] = tx.recs.size();
+  tx.recs.push_back({dev_off, static_cast<uint32_t>(bytes.size()), tx.data.size()});
+  tx.data.insert(tx.data.end(), bytes.begin(), bytes.end());
+  tx.bytes += sizeof(RecHeader) + round8(bytes.size());
+}
+
+uint64_t Handle::seq() const { return tx_->seq; }
+
+void Handle::end() {
+  if (tx_) j_->end_handle(tx_);
+  tx_ = nullptr;
+}
+
+// ---- Journal ----
+
+Status Journal::format(device::Device& dev, Region log) {
+  if (log.length < 2 * kHeaderBytes) return fail(EINVAL, "journal region too small");
+  // Zero the first transaction header slot so no stale bytes look like a transaction.
+  dev.zero_nodrain(dev.bytes().data() + log.offset + kHeaderBytes, sizeof(TxHeader));
+  write_header(dev, log, 1);
+  return ok();
+}
+
+Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) {
+  const std::byte* base = dev.bytes().data();
+  JHeader h;
+  std::memcpy(&h, base + log.offset, sizeof h);
+  if (h.magic != kHeaderMagic || h.checksum != header_crc(h) || h.start_seq == 0)
+    return fail(EUCLEAN, "journal header is corrupt");
+  const uint64_t capacity = log.length - kHeaderBytes;
+  const std::byte* area = base + log.offset + kHeaderBytes;
+  uint64_t pos = 0, next = h.start_seq, replayed = 0;
+  std::vector<std::byte> scratch;
+  while (capacity - pos >= sizeof(TxHeader)) {
+    TxHeader th;
+    std::memcpy(&th, area + pos, sizeof th);
+    if (th.magic != kTxMagic || th.seq < next || th.total < sizeof th || th.total % 64 ||
+        th.total > capacity - pos)
+      break;
+    scratch.assign(area + pos, area + pos + th.total);
+    std::memset(scratch.data() + offsetof(TxHeader, crc), 0, sizeof(uint32_t));
+    if (crc32c(scratch) != th.crc) break;  // torn: never acknowledged, so never happened
+    // Validate every record before applying any, so a corrupt one applies nothing.
+    uint64_t p = sizeof th;
+    bool valid = true;
+    for (uint32_t i = 0; i < th.nrec && valid; ++i) {
+      RecHeader rh;
+      if (th.total - p < sizeof rh) { valid = false; break; }
+      std::memcpy(&rh, scratch.data() + p, sizeof rh);
+      p += sizeof rh;
+      valid = rh.len <= th.total - p && home.contains(rh.off, rh.len);
+      p += round8(rh.len);
+    }
+    if (!valid) return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " has a record outside the metadata area");
+    p = sizeof th;
+    for (uint32_t i = 0; i < th.nrec; ++i) {
+      RecHeader rh;
+      std::memcpy(&rh, scratch.data() + p, sizeof rh);
+      p += sizeof rh;
+      dev.copy_nodrain(dev.bytes().data() + rh.off, scratch.data() + p, rh.len);
+      p += round8(rh.len);
+    }
+    next = th.seq + 1;
+    pos += th.total;
+    ++replayed;
+  }
+  dev.fence();
+  // The replayed transactions are home; an empty log starting at `next` forgets them.
+  if (replayed) write_header(dev, log, next);
+  return next;
+}
+
+Journal::Journal(device::Device& dev, Region log, uint64_t next_seq)
+    : dev_(dev), log_(log), capacity_(log.length - kHeaderBytes), max_tx_(capacity_ / 4),
+      running_(std::make_unique<Tx>(next_seq)), start_seq_(next_seq) {
+  committed_.store(next_seq - 1);
+}
+
+Journal::~Journal() { stop_committer(); }
+
+uint64_t Journal::running_seq() const {
+  Lock l(mu_);
+  return running_->seq;
+}
+
+Handle Journal::start() {
+  for (;;) {
+    Lock l(mu_);
+    if (running_->bytes.load() < max_tx_ || !error_) {
+      ++running_->handles;
+      return Handle(this, running_.get());
+    }
+    uint64_t s = running_->seq;
+    l.unlock();
+    (void)commit(s);  // a full transaction commits before anyone joins the next one
+  }
+}
+
+void Journal::end_handle(Tx* tx) {
+  Lock l(mu_);
+  if (--tx->handles == 0) cv_.notify_all();
+}
+
+Status Journal::commit(uint64_t seq) {
+  Lock l(mu_);
+  ++stats_.commit_requests;
+  seq = std::min(seq, running_->seq);
+  for (;;) {
+    if (!error_) return error_;
+    if (committed_.load() >= seq) return ok();
+    if (committing_) {
+      cv_.wait(l);
+      continue;
+    }
+    committing_ = true;
+    std::unique_ptr<Tx> tx = std::move(running_);
+    const uint64_t s = tx->seq;
+    running_ = std::make_unique<Tx>(s + 1);
+    cv_.wait(l, [&] { return tx->handles == 0; });
+    l.unlock();
+    Status st;
+    {
+      Lock c(commit_mu_);
+      if (!tx->recs.empty()) {
+        st = write_tx(*tx);
+        if (st) unchkpt_.push_back(std::move(tx));
+      }
+    }
+    if (st && on_commit_) on_commit_(s);
+    l.lock();
+    committing_ = false;
+    if (st) committed_.store(s, std::memory_order_release);
+    else error_ = st;
+    cv_.notify_all();
+  }
+}
+
+Status Journal::write_tx(Tx& tx) {
+  const uint64_t total = (tx.bytes.load() + 63) & ~uint64_t{63};
+  if (total > capacity_) return fail(ENOSPC, "transaction larger than the journal");
+  if (capacity_ - pos_ < total) SDX_TRY(checkpoint_locked());
+  std::vector<std::byte> buf(total);
+  TxHeader th{kTxMagic, static_cast<uint32_t>(tx.recs.size()), tx.seq, total, 0, 0};
+  uint64_t p = sizeof th;
+  for (const auto& r : tx.recs) {
+    RecHeader rh{r.off, r.len, 0};
+    std::memcpy(buf.data() + p, &rh, sizeof rh);
+    p += sizeof rh;
+    std::memcpy(buf.data() + p, tx.data.data() + r.data, r.len);
+    p += round8(r.len);
+  }
+  std::memcpy(buf.data(), &th, sizeof th);
+  th.crc = crc32c(buf);
+  std::memcpy(buf.data(), &th, sizeof th);
+  // One fence: a crash before it leaves a transaction whose checksum fails.
+  dev_.copy_nodrain(dev_.bytes().data() + log_.offset + kHeaderBytes + pos_, buf.data(), total);
+  dev_.fence();
+  pos_ += total;
+  Lock l(mu_);
+  ++stats_.commits;
+  stats_.records += tx.recs.size();
+  stats_.bytes += total;
+  return ok();
+}
+
+Status Journal::checkpoint() {
+  Lock c(commit_mu_);
+  return checkpoint_locked();
+}
+
+Status Journal::checkpoint_locked() {
+  if (unchkpt_.empty() && pos_ == 0) return ok();
+  std::byte* base = dev_.bytes().data();
+  for (const auto& tx : unchkpt_)
+    for (const auto& r : tx->recs) dev_.copy_nodrain(base + r.off, tx->data.data() + r.data, r.len);
+  dev_.fence();
+  const uint64_t next = unchkpt_.empty() ? start_seq_ : unchkpt_.back()->seq + 1;
+  write_header(dev_, log_, next);
+  start_seq_ = next;
+  unchkpt_.clear();
+  pos_ = 0;
+  Lock l(mu_);
+  ++stats_.checkpoints;
+  return ok();
+}
+
+void Journal::start_committer(uint32_t interval_ms) {
+  stop_committer();
+  if (interval_ms == 0) return;
+  {
+    Lock l(mu_);
+    stop_ = false;
+  }
+  committer_ = std::thread([this, interval_ms] { committer_loop(interval_ms); });
+}
+
+void Journal::stop_committer() {
+  {
+    Lock l(mu_);
+    stop_ = true;
+    committer_cv_.notify_all();
+  }
+  if (committer_.joinable()) committer_.join();
+}
+
+void Journal::committer_loop(uint32_t interval_ms) {
+  Lock l(mu_);
+  while (!stop_) {
+    committer_cv_.wait_for(l, std::chrono::milliseconds(interval_ms));
+    if (stop_) break;
+    if (running_->bytes.load() == sizeof(TxHeader)) continue;  // nothing logged
+    const uint64_t s = running_->seq;
+    l.unlock();
+    (void)commit(s);
+    l.lock();
+  }
+}
+
+Stats Journal::stats() const {
+  Lock l(mu_);
+  return stats_;
+}
+
+}  // namespace sdx::journal

@@ -1,0 +1,117 @@
+// Helpers shared by the test programs: temporary paths, byte patterns, assertion macros
+// for sdx::Result, and small file-system conveniences (in-memory sim devices, whole-file
+// read/write, tree walks).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "device/device.h"
+#include "syncdax/syncdax.hpp"
+
+namespace sdx::test {
+
+// A fresh path under /dev/shm (or $TMPDIR) unique to this process and call; the file is
+// removed when the TempPath goes away.
+class TempPath {
+ public:
+  explicit TempPath(const std::string& stem = "sdx");
+  ~TempPath();
+  TempPath(const TempPath&) = delete;
+  TempPath& operator=(const TempPath&) = delete;
+  const std::string& str() const { return path_; }
+  operator const std::string&() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Deterministic bytes for (seed, offset): lets a checker recompute what was written.
+std::vector<std::byte> pattern(uint64_t seed, uint64_t offset, size_t len);
+// One byte of pattern(seed, ...) at `offset`.
+inline std::byte pattern_byte(uint64_t seed, uint64_t offset) {
+  uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ull + (offset >> 3) * 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 31;
+  return static_cast<std::byte>(x >> ((offset & 7) * 8));
+}
+
+// ---- Result helpers ----
+inline std::string describe(const Error& e) { return e.to_string(); }
+template <class T>
+std::string describe(const Result<T>& r) {
+  return r ? std::string("ok") : r.error().to_string();
+}
+
+// Environment variable as an unsigned number, or `def`.
+uint64_t env_u64(const char* name, uint64_t def);
+
+// ---- file-system conveniences ----
+inline std::span<const std::byte> cbytes(const std::vector<std::byte>& v) { return {v.data(), v.size()}; }
+inline std::span<std::byte> mbytes(std::vector<std::byte>& v) { return {v.data(), v.size()}; }
+
+// Write all of `data` at `off` (loops over short writes; fails on 0).
+Status write_all(File& f, std::span<const std::byte> data, uint64_t off);
+// Read [off, off+len) (short at EOF): the bytes actually returned.
+Result<std::vector<std::byte>> read_range(File& f, uint64_t off, size_t len);
+// The whole file at `path`, by stat size.
+Result<std::vector<std::byte>> read_file(FileSystem& fs, std::string_view path);
+
+// A formatted in-memory sim device of `size` bytes (label included in the count the
+// way MkfsOptions::size counts it: we pass the same size to make_sim and format).
+std::unique_ptr<device::SimDevice> formatted_sim(uint64_t size, const MkfsOptions& opt = {});
+// The durable contents of the (sim) device of an unmounted FileSystem.
+device::CrashImage durable_image(FileSystem& fs);
+
+// Everything visible in a mounted file system, for comparisons across remounts.
+struct Node {
+  bool is_dir = false;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  std::vector<std::byte> data;  // files only
+  bool operator==(const Node&) const = default;
+};
+using Tree = std::map<std::string, Node>;
+// Walk from "/" (readdir, stat, read); "." and ".." are skipped. Fails on any error.
+Result<Tree> snapshot(FileSystem& fs, bool with_data = true);
+
+// Readdir without "." and "..".
+Result<std::vector<DirEntry>> list_dir(FileSystem& fs, std::string_view path);
+
+}  // namespace sdx::test
+
+// ASSERT/EXPECT that a Result/Status holds a value; the error text is printed otherwise.
+#define SDX_ASSERT_OK(expr)                                                    \
+  do {                                                                         \
+    const auto& sdx_r_ = (expr);                                               \
+    ASSERT_TRUE(sdx_r_.has_value()) << #expr << ": " << sdx_r_.error().to_string(); \
+  } while (0)
+#define SDX_EXPECT_OK(expr)                                                    \
+  do {                                                                         \
+    const auto& sdx_r_ = (expr);                                               \
+    EXPECT_TRUE(sdx_r_.has_value()) << #expr << ": " << sdx_r_.error().to_string(); \
+  } while (0)
+// Declare `lhs` from a Result's value, or fail the test.
+#define SDX_ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  SDX_ASSERT_OK_AND_ASSIGN_IMPL_(SDX_CAT_(sdx_aoa_, __LINE__), lhs, expr)
+#define SDX_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr)                           \
+  auto tmp = (expr);                                                             \
+  ASSERT_TRUE(tmp.has_value()) << #expr << ": " << tmp.error().to_string();      \
+  lhs = std::move(*tmp)
+// The Result failed with errno `code` and a non-empty message.
+#define SDX_EXPECT_ERRNO(expr, code)                                              \
+  do {                                                                            \
+    const auto& sdx_r_ = (expr);                                                  \
+    EXPECT_FALSE(sdx_r_.has_value()) << #expr << " succeeded, expected " << #code; \
+    if (!sdx_r_.has_value()) {                                                    \
+      EXPECT_EQ(sdx_r_.error().code, (code)) << #expr << ": " << sdx_r_.error().to_string(); \
+      EXPECT_FALSE(sdx_r_.error().message.empty()) << #expr << ": empty error message"; \
+    }                                                                             \
+  } while (0)
