@@ -75,8 +75,8 @@ struct FsckReport {
 
 class FileSystem;
 
-// An open file. Move-only; closes on destruction. Like a file descriptor, it keeps an
-// unlinked file alive until closed.
+// An open file. Move-only; closes on destruction and must not outlive its FileSystem.
+// Like a file descriptor, it keeps an unlinked file alive until closed.
 class File {
  public:
   File() = default;

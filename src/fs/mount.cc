@@ -40,7 +40,14 @@ Volume::Volume(std::unique_ptr<device::Device> dev, const media::Geometry& g)
     : dev_(std::move(dev)), geo_(g) {}
 
 Volume::~Volume() {
-  if (mounted_) (void)unmount();
+  if (!mounted_) return;
+  // Files still open are simply forgotten: an unlinked one becomes an orphan that the
+  // next mount reclaims, exactly as after a crash.
+  {
+    Lock l(mu_);
+    handles_.clear();
+  }
+  (void)unmount();
 }
 
 Status Volume::format(device::Device& dev, const MkfsOptions& opt) {
@@ -85,7 +92,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
   const uint64_t data_lo = g.data_start, data_hi = g.total_blocks;
   L->bitmap.assign(reinterpret_cast<const uint8_t*>(base + g.bitmap_start * kBlockSize),
                    reinterpret_cast<const uint8_t*>(base + (g.bitmap_start + g.bitmap_blocks) * kBlockSize));
-  std::vector<uint64_t> owner(g.total_blocks, 0);  // block -> inode using it
+  std::vector<uint32_t> owner(g.total_blocks, 0);  // block -> inode using it
   auto use = [&](uint64_t ino, uint64_t start, uint64_t len, const char* what) -> bool {
     if (start < data_lo || start >= data_hi || len > data_hi - start) {
       problem("inode " + std::to_string(ino) + ": " + what + " at block " + std::to_string(start) +
@@ -198,6 +205,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
     problem("root directory is missing");
     return L;
   }
+  if (root_it->second->parent != media::kRootIno) problem("root directory: parent pointer is not itself");
   std::unordered_map<uint64_t, uint32_t> refs, subdirs;
   for (auto& [i, ino] : L->inodes) {
     if (!ino->is_dir()) continue;

@@ -220,21 +220,28 @@ Status Journal::write_tx(Tx& tx) {
   const uint64_t total = (tx.bytes.load() + 63) & ~uint64_t{63};
   if (total > capacity_) return fail(ENOSPC, "transaction larger than the journal");
   if (capacity_ - pos_ < total) SDX_TRY(checkpoint_locked());
-  std::vector<std::byte> buf(total);
+  // Records go straight into the log (no staging buffer: the fault path may commit and
+  // must not allocate); the header, whose checksum covers them, goes last.
+  std::byte* const start = dev_.bytes().data() + log_.offset + kHeaderBytes + pos_;
   TxHeader th{kTxMagic, static_cast<uint32_t>(tx.recs.size()), tx.seq, total, 0, 0};
+  uint32_t crc = crc32c(&th, sizeof th);
+  static constexpr std::byte kZeros[64] = {};
   uint64_t p = sizeof th;
+  auto put = [&](const void* src, uint64_t n) {
+    dev_.copy_nodrain(start + p, src, n);
+    crc = crc32c(src, n, crc);
+    p += n;
+  };
   for (const auto& r : tx.recs) {
     RecHeader rh{r.off, r.len, 0};
-    std::memcpy(buf.data() + p, &rh, sizeof rh);
-    p += sizeof rh;
-    std::memcpy(buf.data() + p, tx.data.data() + r.data, r.len);
-    p += round8(r.len);
+    put(&rh, sizeof rh);
+    put(tx.data.data() + r.data, r.len);
+    put(kZeros, round8(r.len) - r.len);
   }
-  std::memcpy(buf.data(), &th, sizeof th);
-  th.crc = crc32c(buf);
-  std::memcpy(buf.data(), &th, sizeof th);
+  while (p < total) put(kZeros, std::min<uint64_t>(sizeof kZeros, total - p));
+  th.crc = crc;
+  dev_.copy_nodrain(start, &th, sizeof th);
   // One fence: a crash before it leaves a transaction whose checksum fails.
-  dev_.copy_nodrain(dev_.bytes().data() + log_.offset + kHeaderBytes + pos_, buf.data(), total);
   dev_.fence();
   pos_ += total;
   Lock l(mu_);
