@@ -146,6 +146,7 @@ Result<Run> Volume::alloc_blocks(journal::Handle& h, uint64_t goal, uint64_t wan
 void Volume::free_blocks(journal::Handle& h, uint64_t start, uint64_t len) {
   if (len == 0) return;
   mark_bitmap(h, start, len, false);
+  h.revoke(start * kBlockSize, len * kBlockSize);
   // Reusable only once the freeing transaction is durable: before that a crash would
   // give the block back to its old owner while a new owner has written it.
   Lock l(freed_mu_);

@@ -33,9 +33,23 @@ struct TxHeader {
 
 struct RecHeader {
   uint64_t off;
-  uint32_t len;
-  uint32_t pad;
+  uint32_t len;    // bytes of data that follow; for a revoke, bytes revoked
+  uint32_t flags;  // kRevoke: no data follows
 };
+constexpr uint32_t kRevoke = 1;
+
+struct Revoked {
+  uint64_t off, len, seq;
+};
+
+// A record from transaction `seq` is stale if a transaction at or after it revoked any
+// of its bytes (jbd2's revoke rule; a block is never reused inside the transaction that
+// frees it, so "at" is safe).
+bool is_revoked(const std::vector<Revoked>& revs, uint64_t off, uint64_t len, uint64_t seq) {
+  for (const auto& r : revs)
+    if (r.seq >= seq && off < r.off + r.len && r.off < off + len) return true;
+  return false;
+}
 
 uint64_t round8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
@@ -44,11 +58,35 @@ uint32_t header_crc(JHeader h) {
   return crc32c(&h, sizeof h);
 }
 
+// The header has two slots in different cache lines. A new header overwrites the older
+// slot, so a write torn by a power failure leaves the newer one intact, and replaying
+// from it only repeats transactions whose home writes are already durable.
+constexpr uint64_t kSlotStride = 64;
+
+bool read_slot(const std::byte* p, JHeader* out) {
+  std::memcpy(out, p, sizeof *out);
+  return out->magic == kHeaderMagic && out->checksum == header_crc(*out) && out->start_seq != 0;
+}
+
+// The newest valid slot's index, or -1 if neither is valid.
+int newest_slot(const device::Device& dev, Region log, JHeader* out) {
+  int best = -1;
+  for (int i = 0; i < 2; ++i) {
+    JHeader h;
+    if (read_slot(dev.bytes().data() + log.offset + i * kSlotStride, &h) && (best < 0 || h.start_seq > out->start_seq)) {
+      *out = h;
+      best = i;
+    }
+  }
+  return best;
+}
+
 void write_header(device::Device& dev, Region log, uint64_t start_seq) {
+  JHeader cur;
+  const int slot = newest_slot(dev, log, &cur) == 0 ? 1 : 0;
   JHeader h{kHeaderMagic, start_seq, 0, 0};
   h.checksum = header_crc(h);
-  std::byte* p = dev.bytes().data() + log.offset;
-  dev.copy_nodrain(p, &h, sizeof h);
+  dev.copy_nodrain(dev.bytes().data() + log.offset + slot * kSlotStride, &h, sizeof h);
   dev.fence();
 }
 
@@ -60,6 +98,7 @@ struct Tx {
     uint64_t off;
     uint32_t len;
     size_t data;  // offset into `data`
+    bool revoke = false;
   };
   uint64_t seq;
   int handles = 0;  // guarded by Journal::mu_
@@ -85,6 +124,17 @@ void Handle::log(uint64_t dev_off, std::span<const std::byte> bytes) {
   tx.bytes += sizeof(RecHeader) + round8(bytes.size());
 }
 
+void Handle::revoke(uint64_t dev_off, uint64_t len) {
+  Tx& tx = *tx_;
+  Lock l(tx.mu);
+  tx.by_off.erase(dev_off);
+  constexpr uint64_t kMaxRevoke = uint64_t{1} << 30;  // record lengths are 32-bit
+  for (uint64_t done = 0; done < len; done += kMaxRevoke) {
+    tx.recs.push_back({dev_off + done, static_cast<uint32_t>(std::min(kMaxRevoke, len - done)), 0, true});
+    tx.bytes += sizeof(RecHeader);
+  }
+}
+
 uint64_t Handle::seq() const { return tx_->seq; }
 
 void Handle::end() {
@@ -96,7 +146,8 @@ void Handle::end() {
 
 Status Journal::format(device::Device& dev, Region log) {
   if (log.length < 2 * kHeaderBytes) return fail(EINVAL, "journal region too small");
-  // Zero the first transaction header slot so no stale bytes look like a transaction.
+  // Zero both header slots and the first transaction header so no stale bytes count.
+  dev.zero_nodrain(dev.bytes().data() + log.offset, 2 * kSlotStride);
   dev.zero_nodrain(dev.bytes().data() + log.offset + kHeaderBytes, sizeof(TxHeader));
   write_header(dev, log, 1);
   return ok();
@@ -105,12 +156,17 @@ Status Journal::format(device::Device& dev, Region log) {
 Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) {
   const std::byte* base = dev.bytes().data();
   JHeader h;
-  std::memcpy(&h, base + log.offset, sizeof h);
-  if (h.magic != kHeaderMagic || h.checksum != header_crc(h) || h.start_seq == 0)
-    return fail(EUCLEAN, "journal header is corrupt");
+  if (newest_slot(dev, log, &h) < 0) return fail(EUCLEAN, "journal header is corrupt");
   const uint64_t capacity = log.length - kHeaderBytes;
   const std::byte* area = base + log.offset + kHeaderBytes;
-  uint64_t pos = 0, next = h.start_seq, replayed = 0;
+  // Pass 1 finds the committed transactions and their revokes; pass 2 applies them.
+  struct Found {
+    uint64_t pos, seq, total;
+    uint32_t nrec;
+  };
+  std::vector<Found> txs;
+  std::vector<Revoked> revs;
+  uint64_t pos = 0, next = h.start_seq;
   std::vector<std::byte> scratch;
   while (capacity - pos >= sizeof(TxHeader)) {
     TxHeader th;
@@ -121,30 +177,38 @@ Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) 
     scratch.assign(area + pos, area + pos + th.total);
     std::memset(scratch.data() + offsetof(TxHeader, crc), 0, sizeof(uint32_t));
     if (crc32c(scratch) != th.crc) break;  // torn: never acknowledged, so never happened
-    // Validate every record before applying any, so a corrupt one applies nothing.
     uint64_t p = sizeof th;
-    bool valid = true;
-    for (uint32_t i = 0; i < th.nrec && valid; ++i) {
-      RecHeader rh;
-      if (th.total - p < sizeof rh) { valid = false; break; }
-      std::memcpy(&rh, scratch.data() + p, sizeof rh);
-      p += sizeof rh;
-      valid = rh.len <= th.total - p && home.contains(rh.off, rh.len);
-      p += round8(rh.len);
-    }
-    if (!valid) return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " has a record outside the metadata area");
-    p = sizeof th;
     for (uint32_t i = 0; i < th.nrec; ++i) {
       RecHeader rh;
+      if (th.total - p < sizeof rh) return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " is malformed");
       std::memcpy(&rh, scratch.data() + p, sizeof rh);
       p += sizeof rh;
-      dev.copy_nodrain(dev.bytes().data() + rh.off, scratch.data() + p, rh.len);
+      if (!home.contains(rh.off, rh.len))
+        return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " has a record outside the metadata area");
+      if (rh.flags & kRevoke) {
+        revs.push_back({rh.off, rh.len, th.seq});
+        continue;
+      }
+      if (rh.len > th.total - p) return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " is malformed");
       p += round8(rh.len);
     }
+    txs.push_back({pos, th.seq, th.total, th.nrec});
     next = th.seq + 1;
     pos += th.total;
-    ++replayed;
   }
+  for (const Found& t : txs) {
+    uint64_t p = t.pos + sizeof(TxHeader);
+    for (uint32_t i = 0; i < t.nrec; ++i) {
+      RecHeader rh;
+      std::memcpy(&rh, area + p, sizeof rh);
+      p += sizeof rh;
+      if (rh.flags & kRevoke) continue;
+      if (!is_revoked(revs, rh.off, rh.len, t.seq))
+        dev.copy_nodrain(dev.bytes().data() + rh.off, area + p, rh.len);
+      p += round8(rh.len);
+    }
+  }
+  const uint64_t replayed = txs.size();
   dev.fence();
   // The replayed transactions are home; an empty log starting at `next` forgets them.
   if (replayed) write_header(dev, log, next);
@@ -233,8 +297,9 @@ Status Journal::write_tx(Tx& tx) {
     p += n;
   };
   for (const auto& r : tx.recs) {
-    RecHeader rh{r.off, r.len, 0};
+    RecHeader rh{r.off, r.len, r.revoke ? kRevoke : 0};
     put(&rh, sizeof rh);
+    if (r.revoke) continue;
     put(tx.data.data() + r.data, r.len);
     put(kZeros, round8(r.len) - r.len);
   }
@@ -259,8 +324,14 @@ Status Journal::checkpoint() {
 Status Journal::checkpoint_locked() {
   if (unchkpt_.empty() && pos_ == 0) return ok();
   std::byte* base = dev_.bytes().data();
+  std::vector<Revoked> revs;
   for (const auto& tx : unchkpt_)
-    for (const auto& r : tx->recs) dev_.copy_nodrain(base + r.off, tx->data.data() + r.data, r.len);
+    for (const auto& r : tx->recs)
+      if (r.revoke) revs.push_back({r.off, r.len, tx->seq});
+  for (const auto& tx : unchkpt_)
+    for (const auto& r : tx->recs)
+      if (!r.revoke && !is_revoked(revs, r.off, r.len, tx->seq))
+        dev_.copy_nodrain(base + r.off, tx->data.data() + r.data, r.len);
   dev_.fence();
   const uint64_t next = unchkpt_.empty() ? start_seq_ : unchkpt_.back()->seq + 1;
   write_header(dev_, log_, next);

@@ -54,6 +54,9 @@ class Handle {
   void log_object(uint64_t dev_off, const T& v) {
     log(dev_off, {reinterpret_cast<const std::byte*>(&v), sizeof v});
   }
+  // The bytes [dev_off, dev_off+len) stop being metadata (the block was freed): older
+  // records for them must never be replayed or checkpointed over whatever reuses them.
+  void revoke(uint64_t dev_off, uint64_t len);
   uint64_t seq() const;
   void end();
 
