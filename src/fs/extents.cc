@@ -291,7 +291,30 @@ uint64_t Volume::range_dirty_seq(Inode& ino, uint64_t off, uint64_t len) {
   return seq > journal_->committed_seq() ? seq : 0;
 }
 
-Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent, journal::Handle* h) {
+// Make file block fb written and mapped: fill the hole around it (rounded to the
+// extent-size hint) or convert the unwritten extent under it.
+Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb) {
+  const Extent* e = find_extent(ino, fb);
+  if (e) {
+    set_unwritten(h, ino, fb, std::min(end_fb, e->file_end()), false);
+    SDX_TRY(log_extents(h, ino));
+    return log_inode(h, ino);
+  }
+  auto next = ino.extents.upper_bound(fb);
+  const uint64_t hole_end = next == ino.extents.end() ? UINT64_MAX : next->second.file_block;
+  const uint64_t prev_end = next == ino.extents.begin() ? 0 : std::prev(next)->second.file_end();
+  uint64_t a = fb, b = std::min(end_fb, hole_end);
+  if (const uint64_t hint = ino.extsize_blocks; hint > 1) {
+    a = std::max(prev_end, fb - fb % hint);
+    b = std::min(hole_end, (end_fb + hint - 1) / hint * hint);
+  }
+  Status st = allocate_range(h, ino, a, b, false);
+  SDX_TRY(log_inode(h, ino));
+  if (!find_extent(ino, fb)) return st ? fail(ENOSPC, "no space left on device") : st;
+  return ok();
+}
+
+Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent) {
   Lock l(mu_);
   const uint64_t fb = off / kBlockSize;
   const uint64_t end_fb = (off + std::max<uint64_t>(len, 1) - 1) / kBlockSize + 1;
@@ -299,26 +322,12 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
   Iomap m;
   const Extent* e = find_extent(ino, fb);
   if (write && (!e || e->unwritten)) {
-    if (!e) {
-      auto next = ino.extents.upper_bound(fb);
-      const uint64_t hole_end = next == ino.extents.end() ? UINT64_MAX : next->second.file_block;
-      uint64_t prev_end = 0;
-      if (next != ino.extents.begin()) prev_end = std::prev(next)->second.file_end();
-      uint64_t a = fb, b = std::min(end_fb, hole_end);
-      if (const uint64_t hint = ino.extsize_blocks; hint > 1) {
-        a = std::max(prev_end, fb - fb % hint);
-        b = std::min(hole_end, (end_fb + hint - 1) / hint * hint);
-      }
-      Status st = allocate_range(*h, ino, a, b, false);
-      if (!find_extent(ino, fb)) {
-        SDX_TRY(log_inode(*h, ino));
-        return st ? fail(ENOSPC, "no space left on device") : std::unexpected(st.error());
-      }
-    } else {
-      set_unwritten(*h, ino, fb, std::min(end_fb, e->file_end()), false);
-      SDX_TRY(log_extents(*h, ino));
-    }
-    SDX_TRY(log_inode(*h, ino));
+    journal::Handle h = journal_->start();
+    Status st = allocate_for_write(h, ino, fb, end_fb);
+    // New blocks hold zeros durably before the transaction mapping them can commit,
+    // on the error paths too (a partial allocation is kept).
+    dev_->fence();
+    SDX_TRY(st);
     m.flags |= kIomapNew;
     e = find_extent(ino, fb);
   }
@@ -340,6 +349,18 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
     m.seq = seq;
   }
   return m;
+}
+
+Status Volume::iomap_end(Inode& ino, uint64_t off, uint64_t written, unsigned intent) {
+  if (!(intent & kIomapWrite) || written == 0) return ok();
+  Lock l(mu_);
+  journal::Handle h = journal_->start();
+  if (off + written > ino.size) {
+    ino.size = off + written;
+    ino.size_seq = h.seq();
+  }
+  touch(ino, true);
+  return log_inode(h, ino);
 }
 
 }  // namespace sdx::fs

@@ -309,8 +309,8 @@ Result<std::unique_ptr<Volume>> Volume::mount(std::unique_ptr<device::Device> de
     if (ino->nlink == 0) orphans.push_back(ino.get());
   if (!orphans.empty()) {
     {
-      journal::Handle h = v->journal_->start();
       Lock l(v->mu_);
+      journal::Handle h = v->journal_->start();
       for (Inode* o : orphans) v->evict(h, *o);
     }
     SDX_TRY(v->journal_->commit_all());

@@ -1,8 +1,11 @@
 // The POSIX-like operations: namespace (open, mkdir, rename, ...) and data (pread,
 // pwrite, fallocate, truncate, fsync). Lock order, outermost first:
-//   Inode::io -> journal handle -> Volume::mu_ -> Volume::freed_mu_
-// A journal handle may wait for a commit, and a commit waits for open handles, so no
-// thread may hold mu_ while starting a handle.
+//   Inode::io -> Volume::mu_ -> journal handle -> Volume::freed_mu_
+// Every handle lives inside one hold of mu_, so transactions contain operations in the
+// order they changed the in-memory metadata: a record logged into transaction N can
+// never be newer than one for the same bytes in N+1. (Starting a handle may commit a
+// full transaction while mu_ is held; that cannot deadlock because no other handle can
+// be open then.)
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
@@ -196,8 +199,8 @@ void Volume::drop_link(journal::Handle& h, Inode& ino) {
 Result<Handle*> Volume::open(std::string_view path, int flags, uint32_t mode) {
   const int acc = flags & O_ACCMODE;
   if (acc != O_RDONLY && acc != O_WRONLY && acc != O_RDWR) return fail(EINVAL, "invalid access mode");
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   Inode* parent = nullptr;
   std::string leaf;
   Inode* ino = nullptr;
@@ -236,8 +239,8 @@ Result<Handle*> Volume::open(std::string_view path, int flags, uint32_t mode) {
 }
 
 Status Volume::close(Handle* hd) {
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   auto it = std::find_if(handles_.begin(), handles_.end(), [&](const auto& p) { return p.get() == hd; });
   if (it == handles_.end()) return fail(EBADF, "not an open file");
   Inode& ino = *hd->inode;
@@ -247,8 +250,8 @@ Status Volume::close(Handle* hd) {
 }
 
 Status Volume::mkdir(std::string_view path, uint32_t mode) {
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   Inode* parent = nullptr;
   std::string leaf;
   if (split(path).empty()) return fail(EEXIST, "/: file exists");
@@ -262,8 +265,8 @@ Status Volume::mkdir(std::string_view path, uint32_t mode) {
 }
 
 Status Volume::rmdir(std::string_view path) {
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   Inode* parent = nullptr;
   std::string leaf;
   if (split(path).empty()) return fail(EBUSY, "/: cannot remove the root directory");
@@ -279,8 +282,8 @@ Status Volume::rmdir(std::string_view path) {
 }
 
 Status Volume::unlink(std::string_view path) {
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   Inode* parent = nullptr;
   std::string leaf;
   if (split(path).empty()) return fail(EISDIR, "/: is a directory");
@@ -293,8 +296,8 @@ Status Volume::unlink(std::string_view path) {
 }
 
 Status Volume::rename(std::string_view from, std::string_view to) {
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   Inode *sp = nullptr, *dp = nullptr;
   std::string sname, dname;
   if (split(from).empty() || split(to).empty()) return fail(EBUSY, "cannot rename the root directory");
@@ -381,8 +384,8 @@ Status Volume::sync() { return journal_->commit_all(); }
 Status Volume::set_extsize_hint(Handle* hd, uint32_t bytes) {
   if (bytes % kBlockSize) return fail(EINVAL, "extent size hint must be a multiple of 4096");
   if (!hd->writable()) return fail(EBADF, "file not open for writing");
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   hd->inode->extsize_blocks = bytes / kBlockSize;
   touch(*hd->inode, false);
   return log_inode(h, *hd->inode);
@@ -404,7 +407,7 @@ Result<size_t> Volume::pread(Handle* hd, std::span<std::byte> buf, uint64_t off)
   const uint64_t n = std::min<uint64_t>(buf.size(), size - off);
   uint64_t done = 0;
   while (done < n) {
-    SDX_ASSIGN(Iomap m, iomap_begin(ino, off + done, n - done, kIomapRead, nullptr));
+    SDX_ASSIGN(Iomap m, iomap_begin(ino, off + done, n - done, kIomapRead));
     const uint64_t pos = off + done;
     const uint64_t chunk = std::min(n - done, m.offset + m.length - pos);
     if (m.type == IomapType::kMapped)
@@ -421,7 +424,6 @@ Result<size_t> Volume::pwrite(Handle* hd, std::span<const std::byte> buf, uint64
   Inode& ino = *hd->inode;
   if (buf.empty()) return size_t{0};
   WriteLock io(ino.io);
-  journal::Handle h = journal_->start();
   if (hd->flags & O_APPEND) {
     Lock l(mu_);
     off = ino.size;
@@ -430,26 +432,17 @@ Result<size_t> Volume::pwrite(Handle* hd, std::span<const std::byte> buf, uint64
   uint64_t done = 0;
   Status st;
   while (done < buf.size()) {
-    auto m = iomap_begin(ino, off + done, buf.size() - done, kIomapWrite, &h);
+    auto m = iomap_begin(ino, off + done, buf.size() - done, kIomapWrite);
     if (!m) { st = std::unexpected(m.error()); break; }
     const uint64_t pos = off + done;
     const uint64_t chunk = std::min<uint64_t>(buf.size() - done, m->offset + m->length - pos);
     dev_->copy_nodrain(dev_->bytes().data() + m->dev_offset + (pos - m->offset), buf.data() + done, chunk);
     done += chunk;
   }
-  // Data (and the zeroing of new blocks) is durable before the handle lets the
-  // transaction that maps it commit.
+  if (done == 0) return std::unexpected(st.error());
+  // The data is durable before the size that exposes it can commit.
   dev_->fence();
-  Lock l(mu_);
-  if (done > 0) {
-    if (off + done > ino.size) {
-      ino.size = off + done;
-      ino.size_seq = h.seq();
-    }
-    touch(ino, true);
-    SDX_TRY(log_inode(h, ino));
-  }
-  if (done == 0 && !st) return std::unexpected(st.error());
+  SDX_TRY(iomap_end(ino, off, done, kIomapWrite));
   return static_cast<size_t>(done);
 }
 
@@ -466,8 +459,8 @@ Status Volume::fallocate(Handle* hd, int mode, uint64_t off, uint64_t len) {
   if (kind != 0 && kind != FALLOC_FL_PUNCH_HOLE && kind != FALLOC_FL_ZERO_RANGE)
     return fail(EOPNOTSUPP, "fallocate: unsupported mode " + std::to_string(mode));
   WriteLock io(ino.io);
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   const uint64_t end = off + len;
   const uint64_t fb = off / kBlockSize, end_fb = (end + kBlockSize - 1) / kBlockSize;
   const uint64_t whole_lo = (off + kBlockSize - 1) / kBlockSize, whole_hi = end / kBlockSize;
@@ -512,8 +505,8 @@ Status Volume::ftruncate(Handle* hd, uint64_t len) {
   if (ino.is_dir()) return fail(EISDIR, "is a directory");
   if (len > kMaxFileSize) return fail(EFBIG, "ftruncate: length too large");
   WriteLock io(ino.io);
-  journal::Handle h = journal_->start();
   Lock l(mu_);
+  journal::Handle h = journal_->start();
   if (len < ino.size) {
     remove_range(h, ino, (len + kBlockSize - 1) / kBlockSize, UINT64_MAX);
     SDX_TRY(log_extents(h, ino));

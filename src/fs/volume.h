@@ -131,9 +131,11 @@ class Volume {
   Status sync();
 
   // Block mapping for every data path. Caller holds inode.io (shared is enough for
-  // reads), and for kIomapWrite an open journal handle; no Volume lock.
-  Result<Iomap> iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent,
-                            journal::Handle* h);
+  // reads) and no Volume lock. With kIomapWrite, holes and unwritten blocks are
+  // allocated/converted and zeroed in a transaction of their own, durable zeros first.
+  Result<Iomap> iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent);
+  // After data was stored into [off, off+written): extend the size, move mtime.
+  Status iomap_end(Inode& ino, uint64_t off, uint64_t written, unsigned intent);
   // Would fdatasync have metadata to commit for [off, off+len)? Returns the transaction
   // to commit, or 0 when the range is clean.
   uint64_t range_dirty_seq(Inode& ino, uint64_t off, uint64_t len);
@@ -164,6 +166,7 @@ class Volume {
   Status log_extents(journal::Handle& h, Inode& ino);
   Status allocate_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb,
                         bool unwritten);
+  Status allocate_for_write(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
   void insert_extent(Inode& ino, Extent e);
   void remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
   void set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten);
