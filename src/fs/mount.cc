@@ -335,7 +335,11 @@ Status Volume::unmount() {
 
 FsckReport Volume::fsck(device::Device& dev) {
   FsckReport r;
-  auto L = load(dev, &r.problems);
+  // Replay the journal into a private copy: fsck only reads the image it checks.
+  device::CrashImage copy{std::string(reinterpret_cast<const char*>(dev.bytes().data()), dev.size())};
+  auto scratch = device::make_sim(copy);
+  if (!scratch) return FsckReport{false, {"out of memory for a copy of the image"}};
+  auto L = load(*scratch, &r.problems);
   if (!L) {
     r.usable = false;
     r.problems.insert(r.problems.begin(), L.error().message);

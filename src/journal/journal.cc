@@ -196,6 +196,20 @@ Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) 
     next = th.seq + 1;
     pos += th.total;
   }
+  // Commits are strictly sequential, so a power failure can only tear the last one.
+  // A valid transaction of this log further on means one before it was damaged later:
+  // replaying around it would silently drop what fsync acknowledged.
+  for (uint64_t q = pos + 64; q + sizeof(TxHeader) <= capacity; q += 64) {
+    TxHeader th;
+    std::memcpy(&th, area + q, sizeof th);
+    if (th.magic != kTxMagic || th.seq < next || th.total < sizeof th || th.total % 64 || th.total > capacity - q)
+      continue;
+    scratch.assign(area + q, area + q + th.total);
+    std::memset(scratch.data() + offsetof(TxHeader, crc), 0, sizeof(uint32_t));
+    if (crc32c(scratch) == th.crc)
+      return fail(EUCLEAN, "journal transaction " + std::to_string(next) + " is damaged but transaction " +
+                               std::to_string(th.seq) + " after it is intact");
+  }
   for (const Found& t : txs) {
     uint64_t p = t.pos + sizeof(TxHeader);
     for (uint32_t i = 0; i < t.nrec; ++i) {
