@@ -100,7 +100,9 @@ class SimDevice : public Device {
   // Number of fences issued so far (the crash points of a workload).
   virtual uint64_t fence_count() const = 0;
   // Called at the start of every fence (before it makes pending flushes durable) with
-  // the number of that fence (1-based). Runs on the fencing thread; keep it short.
+  // the number of that fence (1-based). Runs on the fencing thread with the device's
+  // lock held, so fences are serialised around it and no flush can slip in; it may call
+  // this device's crash_image() but must not fence it. Keep it short.
   using FenceHook = void (*)(void* ctx, uint64_t fence_no);
   virtual void set_fence_hook(FenceHook hook, void* ctx) = 0;
   // What a power failure now would leave: durable lines, plus each line that was written
