@@ -106,12 +106,12 @@ Result<std::vector<DirEntry>> list_dir(FileSystem& fs, std::string_view path);
   ASSERT_TRUE(tmp.has_value()) << #expr << ": " << tmp.error().to_string();      \
   lhs = std::move(*tmp)
 // The Result failed with errno `code` and a non-empty message.
-#define SDX_EXPECT_ERRNO(expr, code)                                              \
+#define SDX_EXPECT_ERRNO(expr, want_errno)                                              \
   do {                                                                            \
     const auto& sdx_r_ = (expr);                                                  \
-    EXPECT_FALSE(sdx_r_.has_value()) << #expr << " succeeded, expected " << #code; \
+    EXPECT_FALSE(sdx_r_.has_value()) << #expr << " succeeded, expected " << #want_errno; \
     if (!sdx_r_.has_value()) {                                                    \
-      EXPECT_EQ(sdx_r_.error().code, (code)) << #expr << ": " << sdx_r_.error().to_string(); \
+      EXPECT_EQ(sdx_r_.error().code, (want_errno)) << #expr << ": " << sdx_r_.error().to_string(); \
       EXPECT_FALSE(sdx_r_.error().message.empty()) << #expr << ": empty error message"; \
     }                                                                             \
   } while (0)
