@@ -934,6 +934,12 @@ TEST(FsSpace, EnospcLeavesConsistentFileSystem) {
     EXPECT_FALSE(last.message.empty());
     EXPECT_GT(written, (s0.free_blocks * kB) * 8 / 10) << "ENOSPC long before the device is full";
     EXPECT_LE(written, s0.free_blocks * kB);
+    // statfs's available count is exactly what data could still get (one extent: the
+    // fill needs no extent leaves).
+    EXPECT_LT(s0.avail_blocks, s0.free_blocks);
+    EXPECT_EQ((written + kB - 1) / kB, s0.avail_blocks);
+    SDX_ASSERT_OK_AND_ASSIGN(StatFs full, fs.statfs());
+    EXPECT_EQ(full.avail_blocks, 0u);
     SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
     EXPECT_EQ(st.size, written);
     SDX_EXPECT_ERRNO(f.fallocate(0, written, 100ull << 20), ENOSPC);

@@ -55,6 +55,7 @@ struct StatFs {
   uint64_t block_size = 0;
   uint64_t total_blocks = 0;  // data blocks
   uint64_t free_blocks = 0;
+  uint64_t avail_blocks = 0;  // free blocks file data may use (statfs's f_bavail)
   uint64_t total_inodes = 0;
   uint64_t free_inodes = 0;
   uint32_t name_max = 0;

@@ -29,6 +29,10 @@ void Volume::touch(Inode& ino, bool mtime) {
   if (mtime) ino.mtime_ns = t;
 }
 
+// Data may not take the last blocks: splitting an extent or growing a directory must
+// still find one, so those operations never fail half-way.
+uint64_t Volume::metadata_reserve() const { return std::min<uint64_t>(64, geo_.data_blocks / 16); }
+
 uint64_t Volume::data_block_limit() const { return geo_.data_start + geo_.data_blocks; }
 
 Status Volume::log_inode(journal::Handle& h, Inode& ino) {
@@ -129,9 +133,7 @@ Result<Run> Volume::alloc_blocks(journal::Handle& h, uint64_t goal, uint64_t wan
     for (const Run& r : released_) alloc_.add_free(r.start, r.len);
     released_.clear();
   }
-  // Data may not take the last blocks: splitting an extent or growing a directory must
-  // still find a block, so those operations never fail half-way.
-  const uint64_t reserve = std::min<uint64_t>(64, geo_.data_blocks / 16);
+  const uint64_t reserve = metadata_reserve();
   const uint64_t avail = alloc_.free_blocks();
   if (!metadata) {
     if (avail <= reserve) return fail(ENOSPC, "no space left on device");

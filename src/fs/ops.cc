@@ -373,6 +373,7 @@ Result<StatFs> Volume::statfs() {
     for (const Run& r : released_) s.free_blocks += r.len;
     for (const auto& fr : freed_) s.free_blocks += fr.second.len;
   }
+  s.avail_blocks = s.free_blocks - std::min(s.free_blocks, metadata_reserve());
   s.total_inodes = geo_.inode_count - 1;
   s.free_inodes = free_inodes_.size();
   s.name_max = media::kNameMax;

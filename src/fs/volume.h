@@ -175,6 +175,7 @@ class Volume {
   Status zero_bytes(Inode& ino, uint64_t off, uint64_t len);
   void touch(Inode& ino, bool mtime);
   uint64_t data_block_limit() const;
+  uint64_t metadata_reserve() const;
   void release_freed(uint64_t committed);
 
   std::unique_ptr<device::Device> dev_;
