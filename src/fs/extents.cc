@@ -3,22 +3,14 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 
+#include "common/clock.h"
 #include "device/device.h"
 #include "fs/volume.h"
 
 namespace sdx::fs {
 
 using media::kBlockSize;
-
-namespace {
-int64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-}  // namespace
 
 bool Inode::is_dir() const { return S_ISDIR(mode); }
 uint64_t Inode::datasync_seq() const { return std::max({alloc_seq, size_seq, remove_seq}); }

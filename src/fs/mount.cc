@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 
+#include "common/clock.h"
 #include "device/device.h"
 #include "fs/volume.h"
 
@@ -20,11 +20,6 @@ journal::Region log_region(const media::Geometry& g) {
   return {g.journal_start * kBlockSize, g.journal_blocks * kBlockSize};
 }
 
-int64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 }  // namespace
 

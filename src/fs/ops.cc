@@ -12,8 +12,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 
+#include "common/clock.h"
 #include "device/device.h"
 #include "fs/volume.h"
 
@@ -25,11 +25,6 @@ namespace {
 
 constexpr uint64_t kMaxFileSize = uint64_t{1} << 52;  // 4 PiB: block numbers stay far from overflow
 
-int64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 Stat make_stat(const Inode& ino) {
   Stat s;

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 #include <random>
 
+#include "common/clock.h"
 #include "common/crc32c.h"
 
 namespace sdx::media {
@@ -63,9 +63,7 @@ Superblock make_superblock(const Geometry& g) {
   sb.root_ino = kRootIno;
   std::random_device rd;
   for (auto& b : sb.uuid) b = static_cast<uint8_t>(rd());
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  sb.mkfs_time_ns = ts.tv_sec * 1000000000ll + ts.tv_nsec;
+  sb.mkfs_time_ns = now_ns();
   seal(sb);
   return sb;
 }
