@@ -1,0 +1,142 @@
+/*
+ * syncdax C API: the file system through POSIX-style calls.
+ *
+ *   sdx_mkfs("/dev/shm/img", 64 << 20, "file");
+ *   sdx_fs *fs = sdx_mount("/dev/shm/img");
+ *   int fd = sdx_open(fs, "/log", O_CREAT | O_RDWR, 0644);
+ *   sdx_pwrite(fs, fd, buf, 4096, 0);
+ *   sdx_fdatasync(fs, fd);
+ *   sdx_close(fs, fd);
+ *   sdx_unmount(fs);
+ *
+ * Conventions (those of POSIX and PMDK's libpmem2):
+ *  - A call that fails returns -1 (or NULL) and sets errno; sdx_errormsg() then holds a
+ *    message for humans, per thread, until that thread's next failing call.
+ *  - Flags and modes are the POSIX ones: O_* from <fcntl.h>, FALLOC_FL_* from
+ *    <linux/falloc.h>, S_IF* and permission bits from <sys/stat.h>.
+ *  - Descriptors are small integers private to one mounted file system: every call on a
+ *    descriptor also takes the sdx_fs it came from. A new descriptor is the lowest free
+ *    number, starting at 0. An unknown or closed descriptor gives EBADF.
+ *  - Every call is safe to make from several threads at once, except sdx_unmount, which
+ *    must not race with other calls on the same sdx_fs.
+ *  - No C++ exception ever leaves these functions; running out of memory is ENOMEM.
+ */
+#ifndef SYNCDAX_SYNCDAX_H
+#define SYNCDAX_SYNCDAX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A mounted file system. */
+typedef struct sdx_fs sdx_fs;
+
+/* The last error message of the calling thread (never NULL; "" before any error). */
+const char *sdx_errormsg(void);
+
+/* ---- file systems ---- */
+
+/*
+ * Create a medium of `size` bytes in total at `path` and an empty file system on it.
+ * kind: "file" (emulated pmem on a file; survives process crashes), "sim" (crash
+ * simulation) or "dax" (device-DAX or a file on a DAX file system; size 0 = all of it).
+ * NULL means "file".
+ */
+int sdx_mkfs(const char *path, uint64_t size, const char *kind);
+
+struct sdx_mount_opts {
+	/* Background metadata committer period in ms; 0 = commit only on fsync/fdatasync/
+	 * sync, a full transaction or unmount. Default 1000. */
+	uint32_t commit_interval_ms;
+	/* file device: msync on every fence, to survive machine crashes (slow). Default 0. */
+	int msync_on_fence;
+	/* sim device: seed for the randomness of simulated power failures. Default 0. */
+	uint64_t seed;
+};
+
+/* Fill `opts` with the defaults sdx_mount uses. */
+void sdx_mount_opts_init(struct sdx_mount_opts *opts);
+
+/* Mount (replaying the journal). NULL + errno on failure; EBUSY if already in use. */
+sdx_fs *sdx_mount(const char *path);
+/* Mount with options; opts == NULL means the defaults. */
+sdx_fs *sdx_mount_opts(const char *path, const struct sdx_mount_opts *opts);
+
+/*
+ * Commit, checkpoint and release `fs`. With descriptors still open this fails with
+ * EBUSY and `fs` stays mounted and usable. On any other failure `fs` is released all the
+ * same (like close(2)) and must not be used again.
+ */
+int sdx_unmount(sdx_fs *fs);
+
+/* Commit all metadata now. */
+int sdx_sync(sdx_fs *fs);
+
+/* ---- names ---- */
+
+struct sdx_stat {
+	uint64_t ino;
+	uint32_t mode;          /* S_IFREG or S_IFDIR | permission bits */
+	uint32_t nlink;
+	uint64_t size;          /* bytes */
+	uint64_t blocks;        /* 4 KiB blocks allocated */
+	uint64_t extents;       /* extents in the file's map */
+	uint32_t extsize_hint;  /* bytes; 0 = none */
+	int64_t atime_ns;       /* nanoseconds since the epoch */
+	int64_t mtime_ns;
+	int64_t ctime_ns;
+};
+
+struct sdx_statfs {
+	uint64_t block_size;
+	uint64_t total_blocks;  /* data blocks */
+	uint64_t free_blocks;
+	uint64_t total_inodes;
+	uint64_t free_inodes;
+	uint32_t name_max;
+};
+
+int sdx_mkdir(sdx_fs *fs, const char *path, mode_t mode);
+int sdx_rmdir(sdx_fs *fs, const char *path);
+int sdx_unlink(sdx_fs *fs, const char *path);
+/* Atomic; replaces an existing `to` as rename(2) does. */
+int sdx_rename(sdx_fs *fs, const char *from, const char *to);
+int sdx_stat(sdx_fs *fs, const char *path, struct sdx_stat *st);
+int sdx_statfs(sdx_fs *fs, struct sdx_statfs *st);
+
+/*
+ * Call `cb` once per entry of directory `path`. If `cb` returns non-zero the walk stops
+ * and sdx_readdir returns that value; otherwise it returns 0 (or -1 and errno).
+ */
+typedef int (*sdx_readdir_cb)(const char *name, uint64_t ino, int is_dir, void *ctx);
+int sdx_readdir(sdx_fs *fs, const char *path, sdx_readdir_cb cb, void *ctx);
+
+/* ---- descriptors ---- */
+
+/* flags: O_RDONLY/O_WRONLY/O_RDWR | O_CREAT, O_EXCL, O_TRUNC, O_APPEND. */
+int sdx_open(sdx_fs *fs, const char *path, int flags, mode_t mode);
+/* The descriptor is released even when closing reports an error. */
+int sdx_close(sdx_fs *fs, int fd);
+
+ssize_t sdx_pread(sdx_fs *fs, int fd, void *buf, size_t count, off_t offset);
+/* With O_APPEND, `offset` is ignored and data goes to the end of the file. */
+ssize_t sdx_pwrite(sdx_fs *fs, int fd, const void *buf, size_t count, off_t offset);
+
+/* mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+ * FALLOC_FL_ZERO_RANGE [| FALLOC_FL_KEEP_SIZE]. */
+int sdx_fallocate(sdx_fs *fs, int fd, int mode, off_t offset, off_t len);
+int sdx_ftruncate(sdx_fs *fs, int fd, off_t length);
+int sdx_fsync(sdx_fs *fs, int fd);
+int sdx_fdatasync(sdx_fs *fs, int fd);
+int sdx_fstat(sdx_fs *fs, int fd, struct sdx_stat *st);
+/* Per-file extent-size hint in bytes (XFS's extsize); 0 removes it. */
+int sdx_set_extsize_hint(sdx_fs *fs, int fd, uint32_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNCDAX_SYNCDAX_H */

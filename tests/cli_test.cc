@@ -1,0 +1,223 @@
+// The `syncdax` command-line tool, run as a separate process: mkfs, put/get round trip,
+// ls, stat, info, fsck exit statuses, and rejection of bad arguments.
+// The binary is $SYNCDAX_CLI, else the SYNCDAX_CLI path compiled in by CMake, else
+// ../syncdax next to this test program's directory (the build tree's layout).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+
+using sdx::test::TempPath;
+
+std::string cli_path() {
+  if (const char* env = std::getenv("SYNCDAX_CLI"); env && *env) return env;
+#ifdef SYNCDAX_CLI
+  return SYNCDAX_CLI;
+#else
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return "";
+  std::string dir(self, static_cast<size_t>(n));
+  dir.resize(dir.rfind('/'));
+  std::string candidate = dir + "/../syncdax";
+  return ::access(candidate.c_str(), X_OK) == 0 ? candidate : "";
+#endif
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+struct Outcome {
+  int code = -1;    // exit status
+  std::string out;  // standard output
+  std::string err;  // standard error
+};
+
+// Outcome `syncdax ARGS...` and collect its exit status and output.
+Outcome syncdax(const std::vector<std::string>& args) {
+  TempPath err_file("cli-stderr");
+  std::string cmd = quote(cli_path());
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " 2>" + quote(err_file.str());
+  Outcome r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) {
+    ADD_FAILURE() << "popen failed: " << cmd;
+    return r;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.err = slurp(err_file.str());
+  return r;
+}
+
+std::string random_bytes(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(cli_path().empty()) << "syncdax binary not found: set SYNCDAX_CLI to its path";
+  }
+  void Mkfs() {
+    Outcome r = syncdax({"mkfs", "--size", "16M", img_});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+  }
+  TempPath img_{"cli-img"};
+};
+
+TEST_F(CliTest, MkfsPrintsGeometryAndDurability) {
+  Outcome r = syncdax({"mkfs", "--size", "16M", "--kind", "file", img_});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("block size"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("inodes"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("durability"), std::string::npos) << r.out;
+
+  Outcome info = syncdax({"info", img_});
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("kind:        file"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("durability:"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("block size:  4096"), std::string::npos) << info.out;
+}
+
+TEST_F(CliTest, PutGetRoundTripLsStatFsck) {
+  Mkfs();
+  TempPath local("cli-local"), back("cli-back");
+  const std::string data = random_bytes(300000, 7);
+  spit(local, data);
+
+  Outcome put = syncdax({"put", img_, local, "/data.bin"});
+  ASSERT_EQ(put.code, 0) << put.err;
+  Outcome get = syncdax({"get", img_, "/data.bin", back});
+  ASSERT_EQ(get.code, 0) << get.err;
+  EXPECT_TRUE(slurp(back) == data) << "bytes differ after put/get";
+
+  Outcome to_stdout = syncdax({"get", img_, "/data.bin", "-"});
+  ASSERT_EQ(to_stdout.code, 0) << to_stdout.err;
+  EXPECT_TRUE(to_stdout.out == data);
+
+  Outcome ls = syncdax({"ls", img_});
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  EXPECT_NE(ls.out.find("data.bin"), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find("300000"), std::string::npos) << ls.out;
+  EXPECT_EQ(ls.out.substr(0, 1), "-") << ls.out;
+
+  Outcome st = syncdax({"stat", img_, "/data.bin"});
+  ASSERT_EQ(st.code, 0) << st.err;
+  EXPECT_NE(st.out.find("size:          300000 bytes"), std::string::npos) << st.out;
+  // 300000 bytes need at least 74 blocks of 4 KiB.
+  auto pos = st.out.find("blocks:");
+  ASSERT_NE(pos, std::string::npos) << st.out;
+  EXPECT_GE(std::stoull(st.out.substr(pos + 7)), 74u) << st.out;
+  EXPECT_NE(st.out.find("extents:"), std::string::npos) << st.out;
+
+  Outcome fsck = syncdax({"fsck", img_});
+  EXPECT_EQ(fsck.code, 0) << fsck.out << fsck.err;
+  EXPECT_EQ(fsck.out, img_.str() + ": clean\n");
+}
+
+TEST_F(CliTest, PutIntoDirectoryKeepsName) {
+  Mkfs();
+  TempPath local("cli-named");
+  spit(local, "hello\n");
+  // DEST is the root directory: the file keeps its local name.
+  Outcome put = syncdax({"put", img_, local, "/"});
+  ASSERT_EQ(put.code, 0) << put.err;
+  Outcome ls = syncdax({"ls", img_, "/"});
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  const std::string name = local.str().substr(local.str().rfind('/') + 1);
+  EXPECT_NE(ls.out.find(" " + name + "\n"), std::string::npos) << ls.out;
+}
+
+TEST_F(CliTest, FsckOnJunkIsUnusable) {
+  spit(img_, random_bytes(1 << 20, 3));
+  Outcome r = syncdax({"fsck", img_});
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_EQ(r.err.rfind("syncdax: ", 0), 0u) << r.err;
+
+  TempPath missing("cli-missing");
+  Outcome m = syncdax({"fsck", missing});
+  EXPECT_EQ(m.code, 2) << m.out << m.err;
+}
+
+TEST_F(CliTest, BadSizesAreRejected) {
+  for (std::string bad : {"12Q", "", "-5", "1.5G", "64 M", "M", "99999999999999999999",
+                          "17179869184G", "12MB"}) {
+    Outcome r = syncdax({"mkfs", "--size", bad, img_});
+    EXPECT_NE(r.code, 0) << "size '" << bad << "' accepted";
+    EXPECT_NE(r.err.find("invalid size"), std::string::npos) << bad << ": " << r.err;
+    EXPECT_EQ(r.err.rfind("syncdax: --size: ", 0), 0u) << r.err;
+  }
+  std::ifstream never(img_.str());
+  EXPECT_FALSE(never.good()) << "a rejected mkfs created the image";
+}
+
+TEST_F(CliTest, ErrorsNameTheObject) {
+  Mkfs();
+  TempPath out("cli-out");
+  Outcome r = syncdax({"get", img_, "/nope", out});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.rfind("syncdax: " + img_.str() + ":/nope: ", 0), 0u) << r.err;
+
+  Outcome s = syncdax({"stat", img_, "/nope"});
+  EXPECT_EQ(s.code, 1);
+  Outcome p = syncdax({"put", img_, "/definitely/not/here", "/x"});
+  EXPECT_EQ(p.code, 1);
+  EXPECT_EQ(p.err.rfind("syncdax: /definitely/not/here: ", 0), 0u) << p.err;
+
+  Outcome none = syncdax({});
+  EXPECT_NE(none.code, 0);
+  Outcome unknown = syncdax({"frobnicate"});
+  EXPECT_NE(unknown.code, 0);
+}
+
+TEST_F(CliTest, EverySubcommandHasHelp) {
+  for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat"}) {
+    Outcome r = syncdax({cmd, "--help"});
+    EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
+    EXPECT_NE(r.out.find("IMAGE"), std::string::npos) << cmd << ": " << r.out;
+  }
+  Outcome top = syncdax({"--help"});
+  EXPECT_EQ(top.code, 0);
+  EXPECT_NE(top.out.find("mkfs"), std::string::npos) << top.out;
+}
+
+}  // namespace
