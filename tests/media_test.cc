@@ -3,11 +3,27 @@
 
 #include <cstring>
 
+#include "common/crc32c.h"
 #include "fs/alloc.h"
 #include "media/format.h"
 
 namespace sdx {
 namespace {
+
+TEST(Crc32c, KnownVectorAndBothImplementationsAgree) {
+  const char* check = "123456789";  // the standard CRC-32C check value
+  EXPECT_EQ(crc32c(check, 9), 0xE3069283u);
+  std::vector<std::byte> buf(1000);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = std::byte(i * 131 + 7);
+  for (size_t n : {0, 1, 7, 8, 9, 63, 64, 65, 999}) {
+    auto s = std::span<const std::byte>(buf).subspan(1, n);  // unaligned too
+    EXPECT_EQ(crc32c(s), detail::crc32c_portable(s)) << n;
+    EXPECT_EQ(crc32c(s, 0x1234), detail::crc32c_portable(s, 0x1234)) << n;
+  }
+  // Chaining: the journal checksums a transaction piece by piece.
+  auto all = std::span<const std::byte>(buf);
+  EXPECT_EQ(crc32c(all.subspan(100), crc32c(all.first(100))), crc32c(all));
+}
 
 TEST(Geometry, RegionsAreOrderedAndFitTheDevice) {
   for (uint64_t mib : {1, 8, 64, 1024}) {

@@ -102,6 +102,7 @@ class File {
 
  private:
   friend class FileSystem;
+  friend class fs::Volume;
   File(FileSystem* fs, fs::Handle* h) : fs_(fs), h_(h) {}
   FileSystem* fs_ = nullptr;
   fs::Handle* h_ = nullptr;

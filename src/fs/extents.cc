@@ -206,7 +206,8 @@ void Volume::remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t 
   }
 }
 
-void Volume::set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten) {
+void Volume::set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten,
+                           Fill fill) {
   std::vector<Extent> changed;
   auto it = ino.extents.upper_bound(fb);
   if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
@@ -221,7 +222,7 @@ void Volume::set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t
       ino.extents[hi] = Extent{hi, e.dev_block + (hi - e.file_block), e.file_end() - hi, e.unwritten, e.seq};
     const uint64_t dev = e.dev_block + (lo - e.file_block);
     // Written blocks must hold zeros before the mapping that exposes them is durable.
-    if (!unwritten) dev_->zero_nodrain(dev_->bytes().data() + dev * kBlockSize, (hi - lo) * kBlockSize);
+    if (!unwritten && fill == Fill::kZero) dev_->zero_nodrain(dev_->bytes().data() + dev * kBlockSize, (hi - lo) * kBlockSize);
     changed.push_back(Extent{lo, dev, hi - lo, unwritten, h.seq()});
     it = ino.extents.lower_bound(hi);
   }
@@ -285,27 +286,37 @@ uint64_t Volume::range_dirty_seq(Inode& ino, uint64_t off, uint64_t len) {
   return seq > journal_->committed_seq() ? seq : 0;
 }
 
-// Make file block fb written and mapped: fill the hole around it (rounded to the
-// extent-size hint) or convert the unwritten extent under it.
-Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb) {
+// Map file bytes [off, off+len) for a write starting at off: fill the hole at off
+// (rounded to the extent-size hint) or take the unwritten extent there.
+Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, uint64_t len, unsigned intent) {
+  const uint64_t fb = off / kBlockSize;
+  const uint64_t end_fb = (off + len - 1) / kBlockSize + 1;
+  if (!find_extent(ino, fb)) {
+    auto next = ino.extents.upper_bound(fb);
+    const uint64_t hole_end = next == ino.extents.end() ? UINT64_MAX : next->second.file_block;
+    const uint64_t prev_end = next == ino.extents.begin() ? 0 : std::prev(next)->second.file_end();
+    uint64_t a = fb, b = std::min(end_fb, hole_end);
+    if (const uint64_t hint = ino.extsize_blocks; hint > 1) {
+      a = std::max(prev_end, fb - fb % hint);
+      b = std::min(hole_end, (end_fb + hint - 1) / hint * hint);
+    }
+    Status st = allocate_range(h, ino, a, b, true);
+    if (!find_extent(ino, fb)) {
+      SDX_TRY(log_inode(h, ino));
+      return st ? fail(ENOSPC, "no space left on device") : st;
+    }
+  }
+  // What the caller will not overwrite whole must read as zeros once written.
   const Extent* e = find_extent(ino, fb);
-  if (e) {
-    set_unwritten(h, ino, fb, std::min(end_fb, e->file_end()), false);
-    SDX_TRY(log_extents(h, ino));
-    return log_inode(h, ino);
+  const uint64_t ext_end = std::min(end_fb, e->file_end());
+  if (intent & kIomapFault) {
+    set_unwritten(h, ino, fb, ext_end, false);
+  } else {
+    if (off % kBlockSize) set_unwritten(h, ino, fb, fb + 1, false);
+    if ((off + len) % kBlockSize && ext_end == end_fb) set_unwritten(h, ino, end_fb - 1, end_fb, false);
   }
-  auto next = ino.extents.upper_bound(fb);
-  const uint64_t hole_end = next == ino.extents.end() ? UINT64_MAX : next->second.file_block;
-  const uint64_t prev_end = next == ino.extents.begin() ? 0 : std::prev(next)->second.file_end();
-  uint64_t a = fb, b = std::min(end_fb, hole_end);
-  if (const uint64_t hint = ino.extsize_blocks; hint > 1) {
-    a = std::max(prev_end, fb - fb % hint);
-    b = std::min(hole_end, (end_fb + hint - 1) / hint * hint);
-  }
-  Status st = allocate_range(h, ino, a, b, false);
-  SDX_TRY(log_inode(h, ino));
-  if (!find_extent(ino, fb)) return st ? fail(ENOSPC, "no space left on device") : st;
-  return ok();
+  SDX_TRY(log_extents(h, ino));
+  return log_inode(h, ino);
 }
 
 Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent) {
@@ -315,11 +326,13 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
   const bool write = intent & kIomapWrite;
   Iomap m;
   const Extent* e = find_extent(ino, fb);
-  if (write && (!e || e->unwritten)) {
+  // An unwritten extent needs no change for a write that covers its blocks whole.
+  const bool whole_blocks = !(intent & kIomapFault) && off % kBlockSize == 0 && (off + len) % kBlockSize == 0;
+  if (write && (!e || (e->unwritten && !whole_blocks))) {
     journal::Handle h = journal_->start();
-    Status st = allocate_for_write(h, ino, fb, end_fb);
-    // New blocks hold zeros durably before the transaction mapping them can commit,
-    // on the error paths too (a partial allocation is kept).
+    Status st = allocate_for_write(h, ino, off, std::max<uint64_t>(len, 1), intent);
+    // Zeroed blocks are durable before the transaction mapping them as written can
+    // commit, on the error paths too (a partial allocation is kept).
     dev_->fence();
     SDX_TRY(st);
     m.flags |= kIomapNew;
@@ -349,6 +362,9 @@ Status Volume::iomap_end(Inode& ino, uint64_t off, uint64_t written, unsigned in
   if (!(intent & kIomapWrite) || written == 0) return ok();
   Lock l(mu_);
   journal::Handle h = journal_->start();
+  // Blocks left unwritten by iomap_begin now hold the caller's durable data.
+  set_unwritten(h, ino, off / kBlockSize, (off + written - 1) / kBlockSize + 1, false, Fill::kHasData);
+  SDX_TRY(log_extents(h, ino));
   if (off + written > ino.size) {
     ino.size = off + written;
     ino.size_seq = h.seq();

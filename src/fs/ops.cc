@@ -377,6 +377,8 @@ Result<StatFs> Volume::statfs() {
 
 Status Volume::sync() { return journal_->commit_all(); }
 
+Inode* Volume::inode_for_test(const File& f) { return f.h_ ? f.h_->inode : nullptr; }
+
 Status Volume::set_extsize_hint(Handle* hd, uint32_t bytes) {
   if (bytes % kBlockSize) return fail(EINVAL, "extent size hint must be a multiple of 4096");
   if (!hd->writable()) return fail(EBADF, "file not open for writing");

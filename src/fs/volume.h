@@ -131,14 +131,21 @@ class Volume {
   Status sync();
 
   // Block mapping for every data path. Caller holds inode.io (shared is enough for
-  // reads) and no Volume lock. With kIomapWrite, holes and unwritten blocks are
-  // allocated/converted and zeroed in a transaction of their own, durable zeros first.
+  // reads) and no Volume lock. With kIomapWrite, holes are allocated in a transaction of
+  // their own: blocks the write covers whole come back unwritten (the caller stores
+  // into them, and iomap_end converts them once the data is durable, so a crash between
+  // shows zeros, never stale bytes); partly covered blocks, and every block with
+  // kIomapFault (mapped straight into a process), are zeroed durably and written.
   Result<Iomap> iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent);
-  // After data was stored into [off, off+written): extend the size, move mtime.
+  // After data was stored, and fenced, into [off, off+written): convert what
+  // iomap_begin left unwritten, extend the size, move mtime.
   Status iomap_end(Inode& ino, uint64_t off, uint64_t written, unsigned intent);
   // Would fdatasync have metadata to commit for [off, off+len)? Returns the transaction
   // to commit, or 0 when the range is clean.
   uint64_t range_dirty_seq(Inode& ino, uint64_t off, uint64_t len);
+
+  // The inode behind an open File, for white-box tests of iomap.
+  Inode* inode_for_test(const File& f);
 
   device::Device& device() { return *dev_; }
   journal::Journal& journal() { return *journal_; }
@@ -166,10 +173,14 @@ class Volume {
   Status log_extents(journal::Handle& h, Inode& ino);
   Status allocate_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb,
                         bool unwritten);
-  Status allocate_for_write(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
+  Status allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, uint64_t len, unsigned intent);
   void insert_extent(Inode& ino, Extent e);
   void remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
-  void set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten);
+  // Mark [fb, end_fb) unwritten, or written; written blocks are zeroed first unless the
+  // caller has just stored their data (kHasData).
+  enum class Fill { kZero, kHasData };
+  void set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten,
+                     Fill fill = Fill::kZero);
   const Extent* find_extent(const Inode& ino, uint64_t fb) const;
   uint64_t dir_block_dev(const Inode& dir, uint64_t k) const;
   Status zero_bytes(Inode& ino, uint64_t off, uint64_t len);
