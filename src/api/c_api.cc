@@ -155,6 +155,18 @@ int with_file(sdx_fs* fs, int fd, Op&& op) {
   return 0;
 }
 
+// Run `op(FileSystem&, path)` (returning a Status) on a path argument.
+template <class Op>
+int with_path(sdx_fs* fs, const char* path, Op&& op) {
+  return guarded([&]() -> int {
+    SDX_CHECK_FS(fs);
+    SDX_CHECK_PTR(path, "path");
+    auto st = op(*fs->fs, path);
+    if (!st) return record(st.error());
+    return 0;
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -240,33 +252,15 @@ int sdx_sync(sdx_fs* fs) {
 }
 
 int sdx_mkdir(sdx_fs* fs, const char* path, mode_t mode) {
-  return guarded([&]() -> int {
-    SDX_CHECK_FS(fs);
-    SDX_CHECK_PTR(path, "path");
-    auto st = fs->fs->mkdir(path, static_cast<uint32_t>(mode));
-    if (!st) return record(st);
-    return 0;
-  });
+  return with_path(fs, path, [&](sdx::FileSystem& f, const char* p) { return f.mkdir(p, static_cast<uint32_t>(mode)); });
 }
 
 int sdx_rmdir(sdx_fs* fs, const char* path) {
-  return guarded([&]() -> int {
-    SDX_CHECK_FS(fs);
-    SDX_CHECK_PTR(path, "path");
-    auto st = fs->fs->rmdir(path);
-    if (!st) return record(st);
-    return 0;
-  });
+  return with_path(fs, path, [&](sdx::FileSystem& f, const char* p) { return f.rmdir(p); });
 }
 
 int sdx_unlink(sdx_fs* fs, const char* path) {
-  return guarded([&]() -> int {
-    SDX_CHECK_FS(fs);
-    SDX_CHECK_PTR(path, "path");
-    auto st = fs->fs->unlink(path);
-    if (!st) return record(st);
-    return 0;
-  });
+  return with_path(fs, path, [&](sdx::FileSystem& f, const char* p) { return f.unlink(p); });
 }
 
 int sdx_rename(sdx_fs* fs, const char* from, const char* to) {
