@@ -39,7 +39,7 @@ TEST(Journal, EmptyLogRecoversToFirstSequence) {
 
 TEST(Journal, CommittedRecordsSurvivePowerFailureAndUncommittedDoNot) {
   auto d = fresh();
-  Journal j(*d, kLog, 1);
+  Journal j(*d, kLog, kHome, 1);
   const uint64_t a = kHome.offset + 100, b = kHome.offset + 9000;
   uint64_t s1;
   {
@@ -65,7 +65,7 @@ TEST(Journal, CommittedRecordsSurvivePowerFailureAndUncommittedDoNot) {
 
 TEST(Journal, RewritingARangeInOneTransactionKeepsTheLastBytes) {
   auto d = fresh();
-  Journal j(*d, kLog, 1);
+  Journal j(*d, kLog, kHome, 1);
   const uint64_t a = kHome.offset;
   {
     Handle h = j.start();
@@ -90,7 +90,7 @@ TEST(Journal, TornCommitIsAllOrNothing) {
   int applied = 0, absent = 0;
   for (uint64_t seed = 0; seed < 100; ++seed) {
     auto d = fresh();
-    Journal j(*d, kLog, 1);
+    Journal j(*d, kLog, kHome, 1);
     TornCtx ctx{d.get(), seed, {}};
     d->set_fence_hook([](void* c, uint64_t) {
       auto* t = static_cast<TornCtx*>(c);
@@ -122,7 +122,7 @@ TEST(Journal, TornCommitIsAllOrNothing) {
 TEST(Journal, CheckpointSurvivesATornHeaderWrite) {
   for (uint64_t seed = 0; seed < 40; ++seed) {
     auto d = fresh();
-    Journal j(*d, kLog, 1);
+    Journal j(*d, kLog, kHome, 1);
     for (int round = 0; round < 3; ++round) {
       {
         Handle h = j.start();
@@ -150,7 +150,7 @@ TEST(Journal, CheckpointSurvivesATornHeaderWrite) {
 
 TEST(Journal, GroupCommitSharesOneWrite) {
   auto d = fresh();
-  Journal j(*d, kLog, 1);
+  Journal j(*d, kLog, kHome, 1);
   Handle held = j.start();
   held.log(kHome.offset, bytes_of("held"));
   const uint64_t seq = held.seq();
@@ -172,7 +172,7 @@ TEST(Journal, GroupCommitSharesOneWrite) {
 
 TEST(Journal, FullLogCheckpointsAndKeepsEverything) {
   auto d = fresh();
-  Journal j(*d, kLog, 1);
+  Journal j(*d, kLog, kHome, 1);
   std::string rec(2000, '?');
   for (int i = 0; i < 400; ++i) {  // ~800 KB through a 256 KiB log
     std::snprintf(rec.data(), 16, "rec%06d", i);
@@ -197,7 +197,7 @@ TEST(Journal, FullLogCheckpointsAndKeepsEverything) {
 TEST(Journal, RevokedRecordsAreNeitherReplayedNorCheckpointed) {
   for (bool checkpoint : {false, true}) {
     auto d = fresh();
-    Journal j(*d, kLog, 1);
+    Journal j(*d, kLog, kHome, 1);
     const uint64_t blk = kHome.offset + 8 * 4096;
     {
       Handle h = j.start();
@@ -221,7 +221,7 @@ TEST(Journal, RevokedRecordsAreNeitherReplayedNorCheckpointed) {
 
 TEST(Journal, RecoveryRefusesRecordsOutsideTheMetadataArea) {
   auto d = fresh();
-  Journal j(*d, kLog, 1);
+  Journal j(*d, kLog, kHome, 1);
   {
     Handle h = j.start();
     h.log(0, bytes_of("superblock?"));  // outside kHome
@@ -242,7 +242,7 @@ TEST(Journal, CorruptHeaderIsRefused) {
 
 TEST(Journal, BackgroundCommitterCommitsWithoutBeingAsked) {
   auto d = fresh();
-  Journal j(*d, kLog, 1);
+  Journal j(*d, kLog, kHome, 1);
   j.start_committer(1);
   uint64_t seq;
   {

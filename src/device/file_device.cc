@@ -103,12 +103,17 @@ Result<std::unique_ptr<Device>> open_file(UniqueFd fd, std::string path, const L
                                           const OpenOptions& opt) {
   if (opt.msync_on_fence && label.total_size / kPageSize >= kMaxPages)
     return fail(EFBIG, path + ": msync-on-fence supports file devices up to 16 TiB");
-  // Populated up front: persistent memory has no first-touch page faults, and an
-  // emulation that took one (~10 us here) on every new block would misstate every
-  // latency measured on it.
-  void* p = ::mmap(nullptr, label.total_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+  void* p = ::mmap(nullptr, label.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return fail_errno("map " + path);
   Mapping map(p, label.total_size);
+  // Populated writable up front: persistent memory takes no page faults, and an
+  // emulation that took one (~10 us here) on the first store to every page would
+  // misstate every latency measured on it. MAP_POPULATE is not enough: for a shared
+  // mapping it prefaults read-only, leaving a write-protect fault per page.
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels refuse it and we go on faulting
+#endif
+  (void)::madvise(p, label.total_size, MADV_POPULATE_WRITE);
   struct statfs sfs;
   bool in_ram = ::fstatfs(fd.get(), &sfs) == 0 &&
                 (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);

@@ -78,6 +78,7 @@ Status Volume::log_extents(journal::Handle& h, Inode& ino) {
     ino.leaf_images.emplace_back();  // empty: always logged
     index_changed = true;
   }
+  if (need == 0) return ok();  // inline in the inode
   auto it = ino.extents.begin();
   std::vector<std::byte> img(kBlockSize);
   for (size_t leaf = 0; leaf < need; ++leaf) {
@@ -97,7 +98,7 @@ Status Volume::log_extents(journal::Handle& h, Inode& ino) {
       ino.leaf_images[leaf] = img;
     }
   }
-  if (need > 0 && index_changed) {
+  if (index_changed) {
     std::fill(img.begin(), img.end(), std::byte{0});
     media::BlockHeader hdr{media::kIndexMagic, 0, static_cast<uint32_t>(need), 0, ino.ino};
     std::memcpy(img.data(), &hdr, sizeof hdr);

@@ -20,6 +20,12 @@ journal::Region log_region(const media::Geometry& g) {
   return {g.journal_start * kBlockSize, g.journal_blocks * kBlockSize};
 }
 
+// Where journal records may land: everything after the journal (inodes, bitmap, the
+// metadata blocks in the data area), never the superblock or the log itself.
+journal::Region home_region(const media::Geometry& g) {
+  return {g.inode_start * kBlockSize, (g.total_blocks - g.inode_start) * kBlockSize};
+}
+
 
 }  // namespace
 
@@ -75,8 +81,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
   auto L = std::make_unique<Loaded>();
   const media::Geometry g = media::geometry_of(sb);
   L->geo = g;
-  auto rec = journal::Journal::recover(dev, log_region(g),
-                                       journal::Region{g.inode_start * kBlockSize, (g.total_blocks - g.inode_start) * kBlockSize});
+  auto rec = journal::Journal::recover(dev, log_region(g), home_region(g));
   if (!rec) {
     problem("journal: " + rec.error().message);
     L->next_seq = 1;
@@ -295,7 +300,7 @@ Result<std::unique_ptr<Volume>> Volume::mount(std::unique_ptr<device::Device> de
     v->alloc_.add_free(b, e - b);
     b = e;
   }
-  v->journal_ = std::make_unique<journal::Journal>(*v->dev_, log_region(v->geo_), L->next_seq);
+  v->journal_ = std::make_unique<journal::Journal>(*v->dev_, log_region(v->geo_), home_region(v->geo_), L->next_seq);
   Volume* self = v.get();
   v->journal_->on_commit([self](uint64_t seq) { self->release_freed(seq); });
   // Files unlinked while open when the last session ended are reclaimed now.

@@ -107,6 +107,16 @@ struct Tx {
   std::vector<std::byte> data;
   std::unordered_map<uint64_t, size_t> by_off;  // rewriting the same range replaces it
   std::atomic<uint64_t> bytes{sizeof(TxHeader)};
+
+  // Empty it for reuse as transaction `s`, keeping the memory.
+  void reset(uint64_t s) {
+    seq = s;
+    handles = 0;
+    recs.clear();
+    data.clear();
+    by_off.clear();
+    bytes = sizeof(TxHeader);
+  }
 };
 
 // ---- Handle ----
@@ -153,30 +163,41 @@ Status Journal::format(device::Device& dev, Region log) {
   return ok();
 }
 
-Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) {
-  const std::byte* base = dev.bytes().data();
-  JHeader h;
-  if (newest_slot(dev, log, &h) < 0) return fail(EUCLEAN, "journal header is corrupt");
-  const uint64_t capacity = log.length - kHeaderBytes;
-  const std::byte* area = base + log.offset + kHeaderBytes;
-  // Pass 1 finds the committed transactions and their revokes; pass 2 applies them.
-  struct Found {
-    uint64_t pos, seq, total;
-    uint32_t nrec;
-  };
+namespace {
+
+struct Found {
+  uint64_t pos, seq, total;
+  uint32_t nrec;
+};
+
+// The committed transactions of the epoch that starts at log position 0 with
+// `start_seq`, and their revokes.
+struct Scan {
   std::vector<Found> txs;
   std::vector<Revoked> revs;
-  uint64_t pos = 0, next = h.start_seq;
+  uint64_t end = 0;   // log position after the last one
+  uint64_t next = 0;  // the sequence the next transaction would have
+};
+
+bool valid_tx_at(const std::byte* area, uint64_t capacity, uint64_t pos, uint64_t min_seq, TxHeader* out,
+                 std::vector<std::byte>& scratch) {
+  std::memcpy(out, area + pos, sizeof *out);
+  const TxHeader& th = *out;
+  if (th.magic != kTxMagic || th.seq < min_seq || th.total < sizeof th || th.total % 64 || th.total > capacity - pos)
+    return false;
+  scratch.assign(area + pos, area + pos + th.total);
+  std::memset(scratch.data() + offsetof(TxHeader, crc), 0, sizeof(uint32_t));
+  return crc32c(scratch) == th.crc;  // torn: never acknowledged, so never happened
+}
+
+Result<Scan> scan_log(const device::Device& dev, Region log, Region home, uint64_t start_seq) {
+  const uint64_t capacity = log.length - kHeaderBytes;
+  const std::byte* area = dev.bytes().data() + log.offset + kHeaderBytes;
+  Scan sc;
+  sc.next = start_seq;
   std::vector<std::byte> scratch;
-  while (capacity - pos >= sizeof(TxHeader)) {
-    TxHeader th;
-    std::memcpy(&th, area + pos, sizeof th);
-    if (th.magic != kTxMagic || th.seq < next || th.total < sizeof th || th.total % 64 ||
-        th.total > capacity - pos)
-      break;
-    scratch.assign(area + pos, area + pos + th.total);
-    std::memset(scratch.data() + offsetof(TxHeader, crc), 0, sizeof(uint32_t));
-    if (crc32c(scratch) != th.crc) break;  // torn: never acknowledged, so never happened
+  TxHeader th;
+  while (capacity - sc.end >= sizeof(TxHeader) && valid_tx_at(area, capacity, sc.end, sc.next, &th, scratch)) {
     uint64_t p = sizeof th;
     for (uint32_t i = 0; i < th.nrec; ++i) {
       RecHeader rh;
@@ -186,51 +207,62 @@ Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) 
       if (!home.contains(rh.off, rh.len))
         return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " has a record outside the metadata area");
       if (rh.flags & kRevoke) {
-        revs.push_back({rh.off, rh.len, th.seq});
+        sc.revs.push_back({rh.off, rh.len, th.seq});
         continue;
       }
       if (rh.len > th.total - p) return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " is malformed");
       p += round8(rh.len);
     }
-    txs.push_back({pos, th.seq, th.total, th.nrec});
-    next = th.seq + 1;
-    pos += th.total;
+    sc.txs.push_back({sc.end, th.seq, th.total, th.nrec});
+    sc.next = th.seq + 1;
+    sc.end += th.total;
   }
-  // Commits are strictly sequential, so a power failure can only tear the last one.
-  // A valid transaction of this log further on means one before it was damaged later:
-  // replaying around it would silently drop what fsync acknowledged.
-  for (uint64_t q = pos + 64; q + sizeof(TxHeader) <= capacity; q += 64) {
-    TxHeader th;
-    std::memcpy(&th, area + q, sizeof th);
-    if (th.magic != kTxMagic || th.seq < next || th.total < sizeof th || th.total % 64 || th.total > capacity - q)
-      continue;
-    scratch.assign(area + q, area + q + th.total);
-    std::memset(scratch.data() + offsetof(TxHeader, crc), 0, sizeof(uint32_t));
-    if (crc32c(scratch) == th.crc)
-      return fail(EUCLEAN, "journal transaction " + std::to_string(next) + " is damaged but transaction " +
-                               std::to_string(th.seq) + " after it is intact");
-  }
-  for (const Found& t : txs) {
+  return sc;
+}
+
+// Write every record that no later revoke cancels to its home; the caller fences.
+void apply_log(device::Device& dev, Region log, const Scan& sc) {
+  const std::byte* area = dev.bytes().data() + log.offset + kHeaderBytes;
+  for (const Found& t : sc.txs) {
     uint64_t p = t.pos + sizeof(TxHeader);
     for (uint32_t i = 0; i < t.nrec; ++i) {
       RecHeader rh;
       std::memcpy(&rh, area + p, sizeof rh);
       p += sizeof rh;
       if (rh.flags & kRevoke) continue;
-      if (!is_revoked(revs, rh.off, rh.len, t.seq))
-        dev.copy_nodrain(dev.bytes().data() + rh.off, area + p, rh.len);
+      if (!is_revoked(sc.revs, rh.off, rh.len, t.seq)) dev.copy_nodrain(dev.bytes().data() + rh.off, area + p, rh.len);
       p += round8(rh.len);
     }
   }
-  const uint64_t replayed = txs.size();
-  dev.fence();
-  // The replayed transactions are home; an empty log starting at `next` forgets them.
-  if (replayed) write_header(dev, log, next);
-  return next;
 }
 
-Journal::Journal(device::Device& dev, Region log, uint64_t next_seq)
-    : dev_(dev), log_(log), capacity_(log.length - kHeaderBytes), max_tx_(capacity_ / 4),
+}  // namespace
+
+Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) {
+  JHeader h;
+  if (newest_slot(dev, log, &h) < 0) return fail(EUCLEAN, "journal header is corrupt");
+  SDX_ASSIGN(Scan sc, scan_log(dev, log, home, h.start_seq));
+  // Commits are strictly sequential, so a power failure can only tear the last one.
+  // A valid transaction of this log further on means one before it was damaged later:
+  // replaying around it would silently drop what fsync acknowledged.
+  const uint64_t capacity = log.length - kHeaderBytes;
+  const std::byte* area = dev.bytes().data() + log.offset + kHeaderBytes;
+  std::vector<std::byte> scratch;
+  for (uint64_t q = sc.end + 64; q + sizeof(TxHeader) <= capacity; q += 64) {
+    TxHeader th;
+    if (valid_tx_at(area, capacity, q, sc.next, &th, scratch))
+      return fail(EUCLEAN, "journal transaction " + std::to_string(sc.next) + " is damaged but transaction " +
+                               std::to_string(th.seq) + " after it is intact");
+  }
+  apply_log(dev, log, sc);
+  dev.fence();
+  // The replayed transactions are home; an empty log starting at `next` forgets them.
+  if (!sc.txs.empty()) write_header(dev, log, sc.next);
+  return sc.next;
+}
+
+Journal::Journal(device::Device& dev, Region log, Region home, uint64_t next_seq)
+    : dev_(dev), log_(log), home_(home), capacity_(log.length - kHeaderBytes), max_tx_(capacity_ / 4),
       running_(std::make_unique<Tx>(next_seq)), start_seq_(next_seq) {
   committed_.store(next_seq - 1);
 }
@@ -274,19 +306,19 @@ Status Journal::commit(uint64_t seq) {
     committing_ = true;
     std::unique_ptr<Tx> tx = std::move(running_);
     const uint64_t s = tx->seq;
-    running_ = std::make_unique<Tx>(s + 1);
+    running_ = spare_ ? std::move(spare_) : std::make_unique<Tx>(0);
+    running_->reset(s + 1);
     cv_.wait(l, [&] { return tx->handles == 0; });
     l.unlock();
     Status st;
     {
       Lock c(commit_mu_);
-      if (!tx->recs.empty()) {
-        st = write_tx(*tx);
-        if (st) unchkpt_.push_back(std::move(tx));
-      }
+      if (!tx->recs.empty()) st = write_tx(*tx);
     }
     if (st && on_commit_) on_commit_(s);
     l.lock();
+    tx->reset(0);
+    spare_ = std::move(tx);  // reused for the next running transaction: no allocation
     committing_ = false;
     if (st) committed_.store(s, std::memory_order_release);
     else error_ = st;
@@ -335,22 +367,16 @@ Status Journal::checkpoint() {
   return checkpoint_locked();
 }
 
+// The committed transactions are read back from the log itself, with the code recovery
+// uses, so nothing needs to stay in memory after its commit.
 Status Journal::checkpoint_locked() {
-  if (unchkpt_.empty() && pos_ == 0) return ok();
-  std::byte* base = dev_.bytes().data();
-  std::vector<Revoked> revs;
-  for (const auto& tx : unchkpt_)
-    for (const auto& r : tx->recs)
-      if (r.revoke) revs.push_back({r.off, r.len, tx->seq});
-  for (const auto& tx : unchkpt_)
-    for (const auto& r : tx->recs)
-      if (!r.revoke && !is_revoked(revs, r.off, r.len, tx->seq))
-        dev_.copy_nodrain(base + r.off, tx->data.data() + r.data, r.len);
+  if (pos_ == 0) return ok();
+  SDX_ASSIGN(Scan sc, scan_log(dev_, log_, home_, start_seq_));
+  if (sc.end != pos_) return fail(EIO, "journal: the log does not read back as it was written");
+  apply_log(dev_, log_, sc);
   dev_.fence();
-  const uint64_t next = unchkpt_.empty() ? start_seq_ : unchkpt_.back()->seq + 1;
-  write_header(dev_, log_, next);
-  start_seq_ = next;
-  unchkpt_.clear();
+  write_header(dev_, log_, sc.next);
+  start_seq_ = sc.next;
   pos_ = 0;
   Lock l(mu_);
   ++stats_.checkpoints;

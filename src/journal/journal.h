@@ -75,7 +75,7 @@ class Journal {
   // empty the log. Records outside `home` are corruption. Returns the next sequence.
   static Result<uint64_t> recover(device::Device& dev, Region log, Region home);
   // Open a recovered journal whose next transaction is `next_seq`.
-  Journal(device::Device& dev, Region log, uint64_t next_seq);
+  Journal(device::Device& dev, Region log, Region home, uint64_t next_seq);
   ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
@@ -107,6 +107,7 @@ class Journal {
 
   device::Device& dev_;
   Region log_;
+  Region home_;
   uint64_t capacity_;   // bytes of the log area after the header block
   uint64_t max_tx_;     // a running transaction at this size is full
 
@@ -114,14 +115,14 @@ class Journal {
   std::condition_variable cv_;            // handles closing, commits finishing
   std::condition_variable committer_cv_;  // wakes the background committer to stop
   std::unique_ptr<Tx> running_;
+  std::unique_ptr<Tx> spare_;  // the last committed transaction, emptied
   bool committing_ = false;
   std::atomic<uint64_t> committed_{0};
   Status error_;        // a failed write poisons the journal: no later commit succeeds
 
-  Mutex commit_mu_;     // log position and the committed-but-not-checkpointed records
+  Mutex commit_mu_;     // the log position and epoch
   uint64_t pos_ = 0;
   uint64_t start_seq_ = 0;
-  std::vector<std::unique_ptr<Tx>> unchkpt_;
 
   std::function<void(uint64_t)> on_commit_;
   std::thread committer_;
