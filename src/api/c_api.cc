@@ -155,6 +155,22 @@ int with_file(sdx_fs* fs, int fd, Op&& op) {
   return 0;
 }
 
+// pread/pwrite: the argument checks they share, then `io(File&, count, offset)`.
+template <class Io>
+ssize_t transfer(sdx_fs* fs, int fd, const void* buf, size_t count, off_t offset, Io&& io) {
+  return guarded([&]() -> ssize_t {
+    SDX_CHECK_FS(fs);
+    auto f = lookup(fs, fd);
+    if (!f) return bad_fd(fd);
+    if (offset < 0) return record(EINVAL, "negative offset");
+    if (count == 0) return 0;
+    SDX_CHECK_PTR(buf, "buffer");
+    auto r = io(*f, std::min(count, kMaxRw), static_cast<uint64_t>(offset));
+    if (!r) return record(r);
+    return static_cast<ssize_t>(*r);
+  });
+}
+
 // Run `op(FileSystem&, path)` (returning a Status) on a path argument.
 template <class Op>
 int with_path(sdx_fs* fs, const char* path, Op&& op) {
@@ -361,33 +377,14 @@ int sdx_close(sdx_fs* fs, int fd) {
 }
 
 ssize_t sdx_pread(sdx_fs* fs, int fd, void* buf, size_t count, off_t offset) {
-  return guarded([&]() -> ssize_t {
-    SDX_CHECK_FS(fs);
-    auto f = lookup(fs, fd);
-    if (!f) return bad_fd(fd);
-    if (offset < 0) return record(EINVAL, "negative offset");
-    if (count == 0) return 0;
-    SDX_CHECK_PTR(buf, "buffer");
-    count = std::min(count, kMaxRw);
-    auto r = f->pread({static_cast<std::byte*>(buf), count}, static_cast<uint64_t>(offset));
-    if (!r) return record(r);
-    return static_cast<ssize_t>(*r);
+  return transfer(fs, fd, buf, count, offset, [&](sdx::File& f, size_t n, uint64_t off) {
+    return f.pread({static_cast<std::byte*>(buf), n}, off);
   });
 }
 
 ssize_t sdx_pwrite(sdx_fs* fs, int fd, const void* buf, size_t count, off_t offset) {
-  return guarded([&]() -> ssize_t {
-    SDX_CHECK_FS(fs);
-    auto f = lookup(fs, fd);
-    if (!f) return bad_fd(fd);
-    if (offset < 0) return record(EINVAL, "negative offset");
-    if (count == 0) return 0;
-    SDX_CHECK_PTR(buf, "buffer");
-    count = std::min(count, kMaxRw);
-    auto r = f->pwrite({static_cast<const std::byte*>(buf), count},
-                       static_cast<uint64_t>(offset));
-    if (!r) return record(r);
-    return static_cast<ssize_t>(*r);
+  return transfer(fs, fd, buf, count, offset, [&](sdx::File& f, size_t n, uint64_t off) {
+    return f.pwrite({static_cast<const std::byte*>(buf), n}, off);
   });
 }
 
