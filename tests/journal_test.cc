@@ -219,6 +219,43 @@ TEST(Journal, RevokedRecordsAreNeitherReplayedNorCheckpointed) {
   }
 }
 
+// Revokes of different sizes that overlap: a large one covering a block, a small one
+// nested inside it that does not, and a later re-use of a revoked block as metadata.
+TEST(Journal, OverlappingRevokesCancelExactlyTheOlderRecords) {
+  for (bool checkpoint : {false, true}) {
+    auto d = fresh();
+    Journal j(*d, kLog, kHome, 1);
+    auto blk = [](uint64_t b) { return kHome.offset + b * 4096; };
+    auto tx = [&](auto&& fn) {
+      {
+        Handle h = j.start();
+        fn(h);
+      }
+      ASSERT_TRUE(j.commit_all());
+    };
+    tx([&](Handle& h) {
+      h.log(blk(10), bytes_of("old ten"));
+      h.log(blk(20), bytes_of("old twenty"));
+      h.log(blk(22), bytes_of("old 22"));
+      h.log(blk(40), bytes_of("kept forty"));
+    });
+    tx([&](Handle& h) { h.revoke(blk(5), 21 * 4096); });  // blocks 5..25
+    tx([&](Handle& h) { h.revoke(blk(12), 4096); });      // nested, sorts between 5 and 20
+    tx([&](Handle& h) { h.log(blk(22), bytes_of("new 22")); });  // re-used as metadata
+    for (uint64_t b : {10, 20}) {  // re-used as file data, which is never journalled
+      std::memcpy(d->bytes().data() + blk(b), "file data!", 10);
+      d->persist(d->bytes().data() + blk(b), 10);
+    }
+    if (checkpoint) ASSERT_TRUE(j.checkpoint());
+    auto d2 = device::make_sim(d->crash_image(0, false, 1));
+    ASSERT_TRUE(Journal::recover(*d2, kLog, kHome));
+    EXPECT_EQ(home_at(*d2, blk(10), 10), "file data!") << "checkpoint " << checkpoint;
+    EXPECT_EQ(home_at(*d2, blk(20), 10), "file data!") << "checkpoint " << checkpoint;
+    EXPECT_EQ(home_at(*d2, blk(22), 6), "new 22") << "checkpoint " << checkpoint;
+    EXPECT_EQ(home_at(*d2, blk(40), 10), "kept forty") << "checkpoint " << checkpoint;
+  }
+}
+
 TEST(Journal, RecoveryRefusesRecordsOutsideTheMetadataArea) {
   auto d = fresh();
   Journal j(*d, kLog, kHome, 1);

@@ -26,7 +26,6 @@ journal::Region home_region(const media::Geometry& g) {
   return {g.inode_start * kBlockSize, (g.total_blocks - g.inode_start) * kBlockSize};
 }
 
-
 }  // namespace
 
 struct Volume::Loaded {
