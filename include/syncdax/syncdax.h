@@ -135,6 +135,46 @@ int sdx_fstat(sdx_fs *fs, int fd, struct sdx_stat *st);
 /* Per-file extent-size hint in bytes (XFS's extsize); 0 removes it. */
 int sdx_set_extsize_hint(sdx_fs *fs, int fd, uint32_t bytes);
 
+/* ---- mappings ---- */
+
+/*
+ * mmap(2) of a syncdax file: returns the address, or MAP_FAILED and errno as mmap(2)
+ * would give them (see File::mmap in syncdax.hpp). With MAP_SHARED_VALIDATE | MAP_SYNC,
+ * a store made durable with sdx_persist survives any crash: no page becomes writable
+ * before the metadata reaching its block is durable. MAP_SHARED | MAP_SYNC is a plain
+ * shared mapping, because Linux ignores MAP_SYNC without MAP_SHARED_VALIDATE.
+ * Pages fault in through a SIGSEGV handler syncdax installs (chaining to the one
+ * installed before it for other addresses). The kernel does not know these pages: a
+ * system call (read(2), write(2)) given a syncdax page that was never touched fails with
+ * EFAULT; touch it first or use MAP_POPULATE.
+ */
+void *sdx_mmap(sdx_fs *fs, int fd, void *addr, size_t length, int prot, int flags, off_t offset);
+/* Unmap a whole mapping made by sdx_mmap (EINVAL for a part of one). */
+int sdx_munmap(void *addr, size_t length);
+/* msync(2) for syncdax mappings: MS_SYNC, MS_ASYNC, MS_INVALIDATE. */
+int sdx_msync(void *addr, size_t length, int flags);
+
+/* Persistence from user space (libpmem2 style); see sdx_granularity. */
+#define SDX_GRANULARITY_BYTE 0       /* stores are durable once visible: fence only */
+#define SDX_GRANULARITY_CACHE_LINE 1 /* flush the lines and fence: MAP_SYNC mappings */
+#define SDX_GRANULARITY_PAGE 2       /* msync needed: other mappings */
+int sdx_granularity(const void *addr);
+int sdx_persist(const void *addr, size_t len);
+void sdx_flush(const void *addr, size_t len);
+void sdx_drain(void);
+/* memcpy to a mapping and persist it; returns dst (NULL + errno on failure). */
+void *sdx_memcpy_persist(void *dst, const void *src, size_t len);
+
+/* Fault counters: kinds are, in order, read-hole, read-block, write, write-alloc,
+ * write-sync, upgrade, sigbus. */
+#define SDX_FAULT_KINDS 7
+struct sdx_fault_stats {
+	uint64_t count[SDX_FAULT_KINDS];
+	uint64_t total_ns[SDX_FAULT_KINDS];
+	uint64_t max_ns[SDX_FAULT_KINDS];
+};
+int sdx_fault_stats(sdx_fs *fs, struct sdx_fault_stats *st);
+
 #ifdef __cplusplus
 }
 #endif

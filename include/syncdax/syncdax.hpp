@@ -9,6 +9,7 @@
 // nothing throws. Flags and modes are the POSIX ones (<fcntl.h>, <linux/falloc.h>).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -22,6 +23,7 @@ namespace sdx {
 
 namespace device { class Device; }
 namespace fs { class Volume; class Handle; }
+namespace dax { struct Map; class Dax; }
 
 enum class DeviceKind : uint32_t { kFile = 1, kSim = 2, kDax = 3 };
 
@@ -76,6 +78,88 @@ struct FsckReport {
 
 class FileSystem;
 
+// How a store through a mapping becomes durable (libpmem2's pmem2_granularity):
+// kByte: visible is durable (eADR), a fence is enough; kCacheLine: flush the lines and
+// fence (a synchronous mapping); kPage: the metadata may not be durable, so persisting
+// means msync (any other shared mapping).
+enum class Granularity { kByte, kCacheLine, kPage };
+
+// What a page fault on a syncdax mapping had to do. A fault counts once, under the
+// most expensive thing it did (SIGBUS > upgrade > sync commit > allocation).
+enum class FaultKind : unsigned {
+  kReadHole,    // read of a hole or unwritten extent: the shared zero page
+  kReadBlock,   // read of a written block: mapped read-only
+  kWrite,       // write to an allocated block whose metadata was already durable
+  kWriteAlloc,  // write that allocated (non-synchronous mapping: no commit)
+  kWriteSync,   // write whose metadata had to commit before the page became writable
+  kUpgrade,     // write to a page mapped read-only (zero page, block, or after msync)
+  kSigbus,      // beyond EOF, ENOSPC, or a failed commit: SIGBUS, nothing mapped
+  kCount
+};
+std::string_view fault_kind_name(FaultKind k);
+
+// Fault counters and latency histograms of one mounted file system.
+struct FaultStats {
+  static constexpr size_t kBuckets = 40;  // bucket b counts latencies in [2^b, 2^(b+1)) ns
+  struct PerKind {
+    uint64_t count = 0;
+    uint64_t total_ns = 0;
+    uint64_t max_ns = 0;
+    std::array<uint64_t, kBuckets> histogram{};
+  };
+  std::array<PerKind, static_cast<size_t>(FaultKind::kCount)> kinds{};
+  const PerKind& operator[](FaultKind k) const { return kinds[static_cast<size_t>(k)]; }
+  uint64_t total() const;
+};
+
+// A file mapped into memory, as mmap(2) maps it. Move-only; unmaps on destruction.
+// Pages are installed by syncdax's fault handler on first access (SIGSEGV, in the
+// faulting thread): holes read as a shared zero page, and on a synchronous mapping no
+// page becomes writable before the metadata that reaches its block is durable, so a
+// store is durable once flushed (persist) -- no msync, no syscall.
+// The file system must outlive the mapping; the mapping keeps the file alive.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(Mapping&& o) noexcept : m_(o.m_) { o.m_ = nullptr; }
+  Mapping& operator=(Mapping&& o) noexcept;
+  ~Mapping();
+
+  bool is_mapped() const { return m_ != nullptr; }
+  std::byte* data() const;
+  size_t size() const;
+  std::span<std::byte> bytes() const { return {data(), size()}; }
+  uint64_t offset() const;  // file offset of data()[0]
+  bool synchronous() const;
+  Granularity granularity() const;
+
+  // Make [addr, addr+len) durable. kCacheLine/kByte: flush and fence from user space;
+  // kPage: msync the pages (the metadata commits too).
+  Status persist(const void* addr, size_t len) const;
+  // The two halves of persist for kCacheLine/kByte mappings: flush, then one drain
+  // for many flushes. On a kPage mapping, flush does nothing and drain is a fence.
+  void flush(const void* addr, size_t len) const;
+  void drain() const;
+  // memcpy into the mapping and persist it (non-temporal stores for large copies).
+  Status memcpy_persist(void* dst, const void* src, size_t len) const;
+
+  // msync(2) of [data()+off, data()+off+len): MS_SYNC (or MS_ASYNC) writes back the
+  // pages stored through this mapping and commits the file's metadata; MS_INVALIDATE
+  // is accepted. Stored pages become read-only again, so the next store faults.
+  Status sync(uint64_t off, size_t len, int flags);
+  Status unmap();
+
+ private:
+  friend class File;
+  explicit Mapping(dax::Map* m) : m_(m) {}
+  dax::Map* m_ = nullptr;
+};
+
+// Persistence by address, for any byte of any syncdax mapping (libpmem2 style);
+// addresses outside syncdax mappings are flushed as plain memory.
+Status persist(const void* addr, size_t len);
+Granularity granularity(const void* addr);
+
 // An open file. Move-only; closes on destruction and must not outlive its FileSystem.
 // Like a file descriptor, it keeps an unlinked file alive until closed.
 class File {
@@ -99,6 +183,16 @@ class File {
   // Per-file extent-size hint (XFS's extsize): allocations are rounded to it.
   Status set_extsize_hint(uint32_t bytes);
   Status close();
+
+  // mmap(2) of [offset, offset+length) with its prot and flags and its errno:
+  // MAP_SHARED, MAP_SHARED_VALIDATE, MAP_PRIVATE (exactly one; else EINVAL), MAP_SYNC
+  // (only with MAP_SHARED_VALIDATE; ignored with MAP_SHARED, as Linux ignores it;
+  // EOPNOTSUPP on a device that cannot give it), MAP_POPULATE, MAP_FIXED (with `addr`;
+  // EEXIST over another syncdax mapping), MAP_NORESERVE. An unknown flag is EOPNOTSUPP
+  // with MAP_SHARED_VALIDATE and ignored otherwise. PROT_WRITE on a shared mapping of a
+  // file not opened for writing is EACCES; an offset that is not page aligned, or a
+  // length of 0, is EINVAL.
+  Result<Mapping> mmap(uint64_t offset, size_t length, int prot, int flags, void* addr = nullptr);
 
  private:
   friend class FileSystem;
@@ -137,13 +231,29 @@ class FileSystem {
   Result<StatFs> statfs();
   Status sync();  // commit all metadata now
 
+  FaultStats fault_stats() const;
+  void reset_fault_stats();
+
+  // Simulated power failure (sim device only; EOPNOTSUPP otherwise): nothing more is
+  // written, unflushed lines survive with `survive_prob` (torn at 8-byte granularity
+  // with `torn`), then the journal is replayed and the file system mounted again in
+  // place. Files and mappings must be closed first (EBUSY).
+  struct CrashOptions {
+    double survive_prob = 0.5;
+    bool torn = false;
+    uint64_t seed = 0;
+  };
+  Status crash(const CrashOptions& opt);
+
   device::Device& device();
   fs::Volume& volume() { return *vol_; }
 
  private:
   friend class File;
-  explicit FileSystem(std::unique_ptr<fs::Volume> v);
+  FileSystem(std::unique_ptr<fs::Volume> v, const MountOptions& opt);
   std::unique_ptr<fs::Volume> vol_;
+  std::unique_ptr<dax::Dax> dax_;  // mappings and faults of this file system
+  MountOptions opt_;
 };
 
 }  // namespace sdx

@@ -1,6 +1,7 @@
 // api: the public C++ surface (FileSystem, File) over the fs layer. Owns argument
 // checks a caller can get wrong and the lifetime of open files; must never reach past
 // fs into the journal or media.
+#include "dax/dax.h"
 #include "device/device.h"
 #include "fs/volume.h"
 #include "syncdax/syncdax.hpp"
@@ -76,7 +77,8 @@ Status File::close() {
 
 // ---- FileSystem ----
 
-FileSystem::FileSystem(std::unique_ptr<fs::Volume> v) : vol_(std::move(v)) {}
+FileSystem::FileSystem(std::unique_ptr<fs::Volume> v, const MountOptions& opt)
+    : vol_(std::move(v)), dax_(std::make_unique<dax::Dax>(*vol_)), opt_(opt) {}
 FileSystem::~FileSystem() = default;
 
 Status FileSystem::mkfs(const std::string& path, const MkfsOptions& opt) {
@@ -97,7 +99,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::mount(const std::string& path, c
 
 Result<std::unique_ptr<FileSystem>> FileSystem::mount(std::unique_ptr<device::Device> dev, const MountOptions& opt) {
   SDX_ASSIGN(auto vol, fs::Volume::mount(std::move(dev), opt));
-  return std::unique_ptr<FileSystem>(new FileSystem(std::move(vol)));
+  return std::unique_ptr<FileSystem>(new FileSystem(std::move(vol), opt));
 }
 
 FsckReport FileSystem::fsck(const std::string& path) {
@@ -124,5 +126,8 @@ Result<Stat> FileSystem::stat(std::string_view path) { return vol_->stat(path); 
 Result<StatFs> FileSystem::statfs() { return vol_->statfs(); }
 Status FileSystem::sync() { return vol_->sync(); }
 device::Device& FileSystem::device() { return vol_->device(); }
+FaultStats FileSystem::fault_stats() const { return dax_->stats(); }
+void FileSystem::reset_fault_stats() { dax_->reset_stats(); }
+Status FileSystem::crash(const CrashOptions&) { return fail(ENOSYS, "crash: not yet implemented"); }
 
 }  // namespace sdx
