@@ -1,6 +1,9 @@
 // api: the public C++ surface (FileSystem, File) over the fs layer. Owns argument
 // checks a caller can get wrong and the lifetime of open files; must never reach past
 // fs into the journal or media.
+#include <cstring>
+#include <vector>
+
 #include "dax/dax.h"
 #include "device/device.h"
 #include "fs/volume.h"
@@ -28,14 +31,42 @@ File& File::operator=(File&& o) noexcept {
 
 File::~File() { (void)close(); }
 
+// A user buffer inside a syncdax mapping may fault into syncdax, which would wait for
+// the very inode lock the call holds. Such buffers go through a bounce buffer that is
+// filled or emptied with no lock held, a chunk at a time.
+constexpr size_t kBounce = 256 << 10;
+
 Result<size_t> File::pread(std::span<std::byte> buf, uint64_t offset) {
   if (!h_) return std::unexpected(not_open().error());
-  return fs_->vol_->pread(h_, buf, offset);
+  if (!dax::overlaps(buf.data(), buf.size())) return fs_->vol_->pread(h_, buf, offset);
+  std::vector<std::byte> bounce(std::min(buf.size(), kBounce));
+  size_t done = 0;
+  while (done < buf.size()) {
+    const size_t n = std::min(bounce.size(), buf.size() - done);
+    SDX_ASSIGN(size_t got, fs_->vol_->pread(h_, std::span(bounce).first(n), offset + done));
+    std::memcpy(buf.data() + done, bounce.data(), got);
+    done += got;
+    if (got < n) break;
+  }
+  return done;
 }
 
 Result<size_t> File::pwrite(std::span<const std::byte> buf, uint64_t offset) {
   if (!h_) return std::unexpected(not_open().error());
-  return fs_->vol_->pwrite(h_, buf, offset);
+  if (!dax::overlaps(buf.data(), buf.size())) return fs_->vol_->pwrite(h_, buf, offset);
+  std::vector<std::byte> bounce(std::min(buf.size(), kBounce));
+  size_t done = 0;
+  while (done < buf.size()) {
+    const size_t n = std::min(bounce.size(), buf.size() - done);
+    std::memcpy(bounce.data(), buf.data() + done, n);
+    auto wrote = fs_->vol_->pwrite(h_, std::span<const std::byte>(bounce).first(n), offset + done);
+    if (!wrote) {
+      if (done == 0) return wrote;
+      break;
+    }
+    done += *wrote;
+  }
+  return done;
 }
 
 Status File::fallocate(int mode, uint64_t offset, uint64_t length) {
@@ -48,13 +79,17 @@ Status File::ftruncate(uint64_t length) {
   return fs_->vol_->ftruncate(h_, length);
 }
 
+// Stores through non-synchronous mappings are part of the file's data: written back
+// before the metadata commits, as the kernel's fsync writes back dirty DAX pages.
 Status File::fsync() {
   if (!h_) return not_open();
+  SDX_TRY(fs_->dax_->writeback(h_->inode));
   return fs_->vol_->fsync(h_, false);
 }
 
 Status File::fdatasync() {
   if (!h_) return not_open();
+  SDX_TRY(fs_->dax_->writeback(h_->inode));
   return fs_->vol_->fsync(h_, true);
 }
 
@@ -124,7 +159,10 @@ Status FileSystem::rename(std::string_view from, std::string_view to) { return v
 Result<std::vector<DirEntry>> FileSystem::readdir(std::string_view path) { return vol_->readdir(path); }
 Result<Stat> FileSystem::stat(std::string_view path) { return vol_->stat(path); }
 Result<StatFs> FileSystem::statfs() { return vol_->statfs(); }
-Status FileSystem::sync() { return vol_->sync(); }
+Status FileSystem::sync() {
+  SDX_TRY(dax_->writeback(nullptr));
+  return vol_->sync();
+}
 device::Device& FileSystem::device() { return vol_->device(); }
 FaultStats FileSystem::fault_stats() const { return dax_->stats(); }
 void FileSystem::reset_fault_stats() { dax_->reset_stats(); }

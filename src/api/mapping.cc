@@ -1,5 +1,4 @@
 // api/mapping: File::mmap and the Mapping handle over the dax layer.
-// (Being written: every call fails with ENOSYS until the dax layer lands.)
 #include "dax/dax.h"
 #include "fs/volume.h"
 #include "syncdax/syncdax.hpp"
@@ -27,27 +26,69 @@ uint64_t FaultStats::total() const {
 }
 
 namespace {
-Status nosys() { return fail(ENOSYS, "mmap: not yet implemented"); }
+Status not_mapped() { return fail(EINVAL, "not mapped"); }
 }  // namespace
 
 Mapping& Mapping::operator=(Mapping&& o) noexcept {
-  if (this != &o) { (void)unmap(); m_ = o.m_; o.m_ = nullptr; }
+  if (this != &o) {
+    (void)unmap();
+    m_ = o.m_;
+    o.m_ = nullptr;
+  }
   return *this;
 }
+
 Mapping::~Mapping() { (void)unmap(); }
-std::byte* Mapping::data() const { return nullptr; }
-size_t Mapping::size() const { return 0; }
-uint64_t Mapping::offset() const { return 0; }
-bool Mapping::synchronous() const { return false; }
-Granularity Mapping::granularity() const { return Granularity::kPage; }
-Status Mapping::persist(const void*, size_t) const { return nosys(); }
-void Mapping::flush(const void*, size_t) const {}
-void Mapping::drain() const {}
-Status Mapping::memcpy_persist(void*, const void*, size_t) const { return nosys(); }
-Status Mapping::sync(uint64_t, size_t, int) { return nosys(); }
-Status Mapping::unmap() { m_ = nullptr; return ok(); }
-Status persist(const void*, size_t) { return nosys(); }
-Granularity granularity(const void*) { return Granularity::kPage; }
-Result<Mapping> File::mmap(uint64_t, size_t, int, int, void*) { return std::unexpected(nosys().error()); }
+std::byte* Mapping::data() const { return m_ ? m_->base : nullptr; }
+size_t Mapping::size() const { return m_ ? m_->length : 0; }
+uint64_t Mapping::offset() const { return m_ ? m_->offset : 0; }
+bool Mapping::synchronous() const { return m_ && m_->sync; }
+Granularity Mapping::granularity() const { return m_ ? m_->dax->granularity(*m_) : Granularity::kPage; }
+
+Status Mapping::persist(const void* addr, size_t len) const {
+  if (!m_) return not_mapped();
+  return m_->dax->persist(*m_, addr, len);
+}
+
+void Mapping::flush(const void* addr, size_t len) const {
+  if (m_) m_->dax->flush(*m_, addr, len);
+}
+
+void Mapping::drain() const {
+  if (m_) m_->dax->drain();
+}
+
+Status Mapping::memcpy_persist(void* dst, const void* src, size_t len) const {
+  if (!m_) return not_mapped();
+  return m_->dax->memcpy_persist(*m_, dst, src, len);
+}
+
+Status Mapping::sync(uint64_t off, size_t len, int flags) {
+  if (!m_) return not_mapped();
+  return m_->dax->msync(*m_, off, len, flags);
+}
+
+Status Mapping::unmap() {
+  if (!m_) return ok();
+  dax::Map* m = m_;
+  m_ = nullptr;
+  return m->dax->unmap(m);
+}
+
+Status persist(const void* addr, size_t len) {
+  if (dax::Map* m = dax::find(addr)) return m->dax->persist(*m, addr, len);
+  return fail(EINVAL, "persist: not a syncdax mapping");
+}
+
+Granularity granularity(const void* addr) {
+  dax::Map* m = dax::find(addr);
+  return m ? m->dax->granularity(*m) : Granularity::kPage;
+}
+
+Result<Mapping> File::mmap(uint64_t offset, size_t length, int prot, int flags, void* addr) {
+  if (!h_) return fail(EBADF, "file is not open");
+  SDX_ASSIGN(dax::Map * m, fs_->dax_->map(h_, offset, length, prot, flags, addr));
+  return Mapping(m);
+}
 
 }  // namespace sdx

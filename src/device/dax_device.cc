@@ -30,6 +30,7 @@ class DaxDevice final : public Device {
         chardev_(chardev) {
     fd_ = file_.get();
     bytes_ = {map_.data() + kLabelSize, total_size - kLabelSize};
+    if (!chardev) map_flags_ = MAP_SHARED_VALIDATE | MAP_SYNC;
   }
 
   void flush(const void* addr, size_t len) override { pmem::flush(addr, len); }

@@ -66,6 +66,12 @@ class Device {
   // offset of bytes()[0]. -1 where the device cannot be mapped again.
   int fd() const { return fd_; }
   uint64_t fd_offset() const { return kLabelSize; }
+  // The mmap(2) flags that map device blocks as safely as the device's own mapping
+  // (a file on a DAX file system needs MAP_SHARED_VALIDATE|MAP_SYNC itself).
+  int map_flags() const { return map_flags_; }
+  // Whether a store flushed from user space through such a mapping is as durable as
+  // this device's own flushes, so a synchronous (MAP_SYNC) mapping can be offered.
+  virtual bool user_flush_persists() const { return true; }
 
  protected:
   Device(Kind k, std::string path) : kind_(k), path_(std::move(path)) {}
@@ -73,6 +79,7 @@ class Device {
   std::string path_;
   std::span<std::byte> bytes_;
   int fd_ = -1;
+  int map_flags_ = 0x01;  // MAP_SHARED
 };
 
 // Create a medium of `size` bytes in total (label included) at `path` and write its

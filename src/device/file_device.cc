@@ -70,6 +70,9 @@ class FileDevice final : public Device {
   }
 
   bool survives_power_failure() const override { return msync_ && !in_ram_; }
+  // With msync-on-fence on a disk file, durability needs msync, which a user-space
+  // flush does not do.
+  bool user_flush_persists() const override { return !survives_power_failure(); }
 
  private:
   void note(const void* addr, size_t len) {

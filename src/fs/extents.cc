@@ -156,6 +156,17 @@ void Volume::release_freed(uint64_t committed) {
   freed_.erase(keep, freed_.end());
 }
 
+void Volume::set_layout_hook(LayoutHook hook, void* ctx) {
+  Lock l(mu_);
+  layout_hook_ = hook;
+  layout_ctx_ = ctx;
+}
+
+void Volume::layout_changed(Inode& ino, uint64_t fb, uint64_t end_fb, LayoutChange how) {
+  (how == LayoutChange::kAllocated ? ino.alloc_gen : ino.remove_gen).fetch_add(1, std::memory_order_seq_cst);
+  if (layout_hook_) layout_hook_(layout_ctx_, ino, fb * kBlockSize, (end_fb - fb) * kBlockSize, how);
+}
+
 const Extent* Volume::find_extent(const Inode& ino, uint64_t fb) const {
   auto it = ino.extents.upper_bound(fb);
   if (it == ino.extents.begin()) return nullptr;
@@ -200,6 +211,7 @@ void Volume::remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t 
       const uint64_t skip = cut_hi - e.file_block;
       ino.extents[cut_hi] = Extent{cut_hi, e.dev_block + skip, e.len - skip, e.unwritten, e.seq};
     }
+    layout_changed(ino, cut_lo, cut_hi, LayoutChange::kRemoved);
     free_blocks(h, e.dev_block + (cut_lo - e.file_block), cut_hi - cut_lo);
     ino.blocks -= cut_hi - cut_lo;
     ino.remove_seq = h.seq();
@@ -227,7 +239,10 @@ void Volume::set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t
     changed.push_back(Extent{lo, dev, hi - lo, unwritten, h.seq()});
     it = ino.extents.lower_bound(hi);
   }
-  for (const Extent& e : changed) insert_extent(ino, e);
+  for (const Extent& e : changed) {
+    insert_extent(ino, e);
+    layout_changed(ino, e.file_block, e.file_end(), unwritten ? LayoutChange::kRemoved : LayoutChange::kAllocated);
+  }
   if (!changed.empty()) ino.alloc_seq = h.seq();
 }
 
@@ -252,6 +267,7 @@ Status Volume::allocate_range(journal::Handle& h, Inode& ino, uint64_t fb, uint6
       if (!r) { st = std::unexpected(r.error()); break; }
       if (!unwritten) dev_->zero_nodrain(dev_->bytes().data() + r->start * kBlockSize, r->len * kBlockSize);
       insert_extent(ino, Extent{pos, r->start, r->len, unwritten, h.seq()});
+      layout_changed(ino, pos, pos + r->len, LayoutChange::kAllocated);
       ino.blocks += r->len;
       ino.alloc_seq = h.seq();
       pos += r->len;
@@ -323,8 +339,9 @@ Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, 
 Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent) {
   Lock l(mu_);
   const uint64_t fb = off / kBlockSize;
-  const uint64_t end_fb = (off + std::max<uint64_t>(len, 1) - 1) / kBlockSize + 1;
   const bool write = intent & kIomapWrite;
+  if ((intent & kIomapFault) && fb >= (ino.size + kBlockSize - 1) / kBlockSize)
+    return fail(ENXIO, "fault beyond end of file");
   Iomap m;
   const Extent* e = find_extent(ino, fb);
   // An unwritten extent needs no change for a write that covers its blocks whole.
@@ -339,6 +356,9 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
     m.flags |= kIomapNew;
     e = find_extent(ino, fb);
   }
+  m.alloc_gen = ino.alloc_gen.load(std::memory_order_seq_cst);
+  m.remove_gen = ino.remove_gen.load(std::memory_order_seq_cst);
+  m.file_size = ino.size;
   if (!e) {
     auto next = ino.extents.upper_bound(fb);
     const uint64_t hole_end = next == ino.extents.end() ? (UINT64_MAX / kBlockSize) : next->second.file_block;

@@ -232,6 +232,15 @@ Result<Handle*> Volume::open(std::string_view path, int flags, uint32_t mode) {
   return out;
 }
 
+Result<Handle*> Volume::reopen(Handle* hd) {
+  Lock l(mu_);
+  auto dup = std::make_unique<Handle>(*hd);
+  ++hd->inode->opens;
+  Handle* out = dup.get();
+  handles_.push_back(std::move(dup));
+  return out;
+}
+
 Status Volume::close(Handle* hd) {
   Lock l(mu_);
   journal::Handle h = journal_->start();
@@ -505,6 +514,9 @@ Status Volume::ftruncate(Handle* hd, uint64_t len) {
   Lock l(mu_);
   journal::Handle h = journal_->start();
   if (len < ino.size) {
+    // Pages past the new EOF must fault (SIGBUS) in every mapping, holes included.
+    layout_changed(ino, (len + kBlockSize - 1) / kBlockSize, (ino.size + kBlockSize - 1) / kBlockSize,
+                   LayoutChange::kRemoved);
     remove_range(h, ino, (len + kBlockSize - 1) / kBlockSize, UINT64_MAX);
     SDX_TRY(log_extents(h, ino));
     // Bytes past EOF in the last block stay zero, so growing the file again reads zeros.

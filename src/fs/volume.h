@@ -5,6 +5,7 @@
 // fault (that is the dax layer), and never write metadata home itself.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -74,6 +75,12 @@ struct Inode {
   uint64_t datasync_seq() const;
 
   RwLock io;  // shared: reading/writing data; exclusive: changing the layout
+  // Move (under Volume::mu_) before the layout hook runs, whenever a block range of
+  // this file starts to map data (alloc_gen) or stops mapping what it did (remove_gen).
+  // A fault that installed pages from an older iomap answer sees them move and installs
+  // again: zero pages depend on both, device blocks only on removals.
+  std::atomic<uint64_t> alloc_gen{0};
+  std::atomic<uint64_t> remove_gen{0};
 
   bool is_dir() const;
 };
@@ -90,7 +97,19 @@ struct Iomap {
   uint64_t dev_offset = 0;  // bytes into the device's area; meaningless for holes
   unsigned flags = 0;       // kIomapNew, kIomapDirty
   uint64_t seq = 0;         // with DIRTY: commit this transaction to make it clean
+  uint64_t alloc_gen = 0;   // the inode's generations when this answer was true
+  uint64_t remove_gen = 0;
+  uint64_t file_size = 0;   // i_size at that moment
 };
+
+// How a file range changed: kAllocated (a hole or unwritten range now reads as data:
+// pages showing zeros must go, private copies may stay) or kRemoved (the blocks are
+// freed or now read as zeros: every page of the range must go, private copies too).
+enum class LayoutChange { kAllocated, kRemoved };
+// Called with Volume::mu_ held after a range's mapping changed; it must not call back
+// into the Volume nor take its locks, and (like the fault path it serves) must not
+// allocate heap memory.
+using LayoutHook = void (*)(void* ctx, Inode& ino, uint64_t off, uint64_t len, LayoutChange how);
 
 // An open file: the inode and the access mode it was opened with.
 class Handle {
@@ -112,6 +131,9 @@ class Volume {
   Status unmount();
 
   Result<Handle*> open(std::string_view path, int flags, uint32_t mode);
+  // A second handle on the same open file (a mapping keeps one, as the kernel's
+  // vma->vm_file keeps the file open).
+  Result<Handle*> reopen(Handle* h);
   Status close(Handle* h);
   Result<size_t> pread(Handle* h, std::span<std::byte> buf, uint64_t off);
   Result<size_t> pwrite(Handle* h, std::span<const std::byte> buf, uint64_t off);
@@ -131,7 +153,8 @@ class Volume {
   Status sync();
 
   // Block mapping for every data path. Caller holds inode.io (shared is enough for
-  // reads) and no Volume lock. With kIomapWrite, holes are allocated in a transaction of
+  // reads) and no Volume lock. With kIomapFault a page at or beyond EOF is ENXIO (the
+  // fault gets SIGBUS) and nothing is allocated. With kIomapWrite, holes are allocated in a transaction of
   // their own: blocks the write covers whole come back unwritten (the caller stores
   // into them, and iomap_end converts them once the data is durable, so a crash between
   // shows zeros, never stale bytes); partly covered blocks, and every block with
@@ -143,6 +166,10 @@ class Volume {
   // Would fdatasync have metadata to commit for [off, off+len)? Returns the transaction
   // to commit, or 0 when the range is clean.
   uint64_t range_dirty_seq(Inode& ino, uint64_t off, uint64_t len);
+
+  // Tell `hook` about every change of what a file range maps to (the dax layer drops
+  // pages it installed from the old answer).
+  void set_layout_hook(LayoutHook hook, void* ctx);
 
   // The inode behind an open File, for white-box tests of iomap.
   Inode* inode_for_test(const File& f);
@@ -188,6 +215,7 @@ class Volume {
   uint64_t data_block_limit() const;
   uint64_t metadata_reserve() const;
   void release_freed(uint64_t committed);
+  void layout_changed(Inode& ino, uint64_t fb, uint64_t end_fb, LayoutChange how);
 
   std::unique_ptr<device::Device> dev_;
   media::Geometry geo_;
@@ -201,6 +229,8 @@ class Volume {
   Mutex freed_mu_;  // blocks freed by transactions not yet durable
   std::vector<std::pair<uint64_t, Run>> freed_;  // (seq, run)
   std::vector<Run> released_;
+  LayoutHook layout_hook_ = nullptr;
+  void* layout_ctx_ = nullptr;
   bool mounted_ = false;
 };
 

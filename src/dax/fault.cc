@@ -1,0 +1,183 @@
+// The fault path: from an access to a page syncdax has not installed, to the device
+// block (or the zero page) mapped at that address. Runs in the SIGSEGV handler of the
+// faulting thread, so everything here is signal-safe: no heap, only syncdax's locks,
+// system calls that are plain traps (mmap, mprotect).
+#include <sys/mman.h>
+
+#include <algorithm>
+
+#include "common/clock.h"
+#include "dax/dax.h"
+#include "dax/registry.h"
+#include "device/device.h"
+#include "fs/volume.h"
+
+namespace sdx::dax {
+namespace {
+
+// Faults install at most this much at once: neighbours of the faulting page do not
+// fault, and the populate stays short. Aligned in the file, like a PMD fault.
+constexpr uint64_t kWindow = 2ull << 20;
+
+// Replace [addr, addr+len) of a reservation by inaccessible anonymous memory: the
+// next access faults into syncdax again.
+void install_none(void* addr, size_t len) {
+  ::mmap(addr, len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+}
+
+// The kernel's shared zero page: an anonymous read-only mapping has nothing else to show.
+bool install_zero(void* addr, size_t len) {
+  return ::mmap(addr, len, PROT_READ, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) !=
+         MAP_FAILED;
+}
+
+void set_states(Map& m, size_t first, size_t last, uint8_t bits) {
+  for (size_t i = first; i < last; ++i) {
+    // A dirty page stays dirty until msync has written it back.
+    const uint8_t keep = m.pages[i].load(std::memory_order_relaxed) & kDirty;
+    m.pages[i].store(static_cast<uint8_t>(bits | keep), std::memory_order_relaxed);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+}  // namespace
+
+Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
+  // A store to a read-only mapping, or any access to PROT_NONE, is the process's
+  // own SIGSEGV, as the kernel gives it.
+  if (write ? !(m.prot & PROT_WRITE) : m.prot == PROT_NONE) return Outcome::kNotOurs;
+  const uint64_t t0 = mono_ns();
+  device::Device& dev = vol_.device();
+  fs::Inode& ino = *m.inode;
+  const auto base = reinterpret_cast<uintptr_t>(m.base);
+  const size_t idx = (addr - base) / kPage;
+  const uint64_t foff = m.offset + idx * kPage;
+  const bool upgrade = write && (m.pages[idx].load(std::memory_order_relaxed) & kInstalled);
+  bool allocated = false, committed = false;
+
+  for (;;) {
+    ReadLock io(ino.io);
+    const unsigned intent =
+        (write && !m.priv) ? (fs::kIomapWrite | fs::kIomapFault) : (fs::kIomapRead | fs::kIomapFault);
+    auto im = vol_.iomap_begin(ino, foff, kPage, intent);
+    if (!im) {
+      record(FaultKind::kSigbus, mono_ns() - t0);
+      return Outcome::kSigbus;  // beyond EOF, no space, or I/O error
+    }
+    allocated |= (im->flags & fs::kIomapNew) != 0;
+    // The synchronous fault: the metadata reaching this block is durable before the
+    // page becomes writable. Commit, then ask again: the answer may have changed.
+    if (write && m.sync && (im->flags & fs::kIomapDirty)) {
+      if (!vol_.journal().commit(im->seq)) {
+        record(FaultKind::kSigbus, mono_ns() - t0);
+        return Outcome::kSigbus;
+      }
+      committed = true;
+      continue;
+    }
+
+    const bool block = im->type == fs::IomapType::kMapped;
+    const uint64_t win = foff / kWindow * kWindow;
+    const uint64_t eof = (im->file_size + kPage - 1) / kPage * kPage;
+    uint64_t lo = std::max({im->offset, m.offset, win});
+    uint64_t hi = std::min({im->offset + im->length, m.offset + m.reserved, win + kWindow, eof});
+    bool rw = false;
+    if (m.priv) {
+      // Copy-on-write: only the written page becomes private, the rest stays shared.
+      if (write) lo = foff, hi = foff + kPage, rw = true;
+    } else if (write) {
+      rw = true;
+    } else if (block && m.sync && (m.prot & PROT_WRITE) && !(im->flags & fs::kIomapDirty)) {
+      // A committed block needs no further check: a later store costs no fault.
+      rw = true;
+    }
+    void* at = m.base + (lo - m.offset);
+    const size_t len = hi - lo, first = (lo - m.offset) / kPage, last = (hi - m.offset) / kPage;
+    bool ok;
+    if (block) {
+      const int prot = rw ? (PROT_READ | PROT_WRITE) : PROT_READ;
+      const int flags = MAP_FIXED | MAP_POPULATE | (m.priv ? MAP_PRIVATE : dev.map_flags());
+      ok = ::mmap(at, len, prot, flags, dev.fd(), static_cast<off_t>(dev.fd_offset() + im->dev_offset + (lo - im->offset))) !=
+           MAP_FAILED;
+    } else if (rw) {  // a private write to a hole: fresh anonymous zeros
+      ok = ::mmap(at, len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED;
+    } else {
+      ok = install_zero(at, len);
+    }
+    if (!ok) {
+      record(FaultKind::kSigbus, mono_ns() - t0);
+      return Outcome::kSigbus;
+    }
+    uint8_t bits = kInstalled | (block ? kBlock : 0) | (rw ? kWritable : 0);
+    if (rw && (write || !m.priv)) bits |= kDirty;
+    set_states(m, first, last, bits);
+    // A layout change between our iomap answer and now may have run its hook before we
+    // installed: then the pages we just mapped are stale, and we start over.
+    const bool stale = ino.remove_gen.load() != im->remove_gen || (!block && ino.alloc_gen.load() != im->alloc_gen);
+    if (stale) {
+      install_none(at, len);
+      set_states(m, first, last, 0);
+      continue;
+    }
+    break;
+  }
+
+  FaultKind kind;
+  if (upgrade) kind = FaultKind::kUpgrade;
+  else if (committed) kind = FaultKind::kWriteSync;
+  else if (allocated) kind = FaultKind::kWriteAlloc;
+  else if (write) kind = FaultKind::kWrite;
+  else kind = (m.pages[idx].load(std::memory_order_relaxed) & kBlock) ? FaultKind::kReadBlock : FaultKind::kReadHole;
+  record(kind, mono_ns() - t0);
+  return Outcome::kInstalled;
+}
+
+void Dax::record(FaultKind k, uint64_t ns) {
+  Counters& c = counters_[static_cast<size_t>(k)];
+  c.count.fetch_add(1, std::memory_order_relaxed);
+  c.total_ns.fetch_add(ns, std::memory_order_relaxed);
+  uint64_t prev = c.max_ns.load(std::memory_order_relaxed);
+  while (ns > prev && !c.max_ns.compare_exchange_weak(prev, ns, std::memory_order_relaxed)) {}
+  const size_t b = ns == 0 ? 0 : std::min<size_t>(63 - __builtin_clzll(ns), FaultStats::kBuckets - 1);
+  c.histogram[b].fetch_add(1, std::memory_order_relaxed);
+}
+
+// fs tells us a file range changed what it maps to (with Volume::mu_ held, possibly
+// inside a fault of our own): drop what we installed from the old answer.
+void Dax::on_layout(void* ctx, fs::Inode& ino, uint64_t off, uint64_t len, fs::LayoutChange how) {
+  struct Args {
+    fs::Inode* ino;
+    uint64_t off, len;
+    fs::LayoutChange how;
+  } args{&ino, off, len, how};
+  registry_for_each(ctx, [](Map& m, void* p) {
+    auto& a = *static_cast<Args*>(p);
+    if (m.inode != a.ino) return;
+    const uint64_t lo = std::max(a.off, m.offset), hi = std::min(a.off + a.len, m.offset + m.reserved);
+    if (lo >= hi) return;
+    m.dax->drop(m, (lo - m.offset) / kPage, (hi - m.offset + kPage - 1) / kPage, a.how);
+  }, &args);
+}
+
+// Drop pages [first, last) of m that the change makes wrong: everything on removal;
+// only the zero page when data appears (a private copy stays, as the kernel keeps COW
+// pages when a hole fills).
+void Dax::drop(Map& m, size_t first, size_t last, fs::LayoutChange how) {
+  size_t i = first;
+  while (i < last) {
+    auto wrong = [&](size_t k) {
+      const uint8_t st = m.pages[k].load(std::memory_order_relaxed);
+      if (!(st & kInstalled)) return false;
+      if (how == fs::LayoutChange::kRemoved) return true;
+      return !(st & kBlock) && !(m.priv && (st & kDirty));
+    };
+    if (!wrong(i)) { ++i; continue; }
+    size_t j = i + 1;
+    while (j < last && wrong(j)) ++j;
+    install_none(m.base + i * kPage, (j - i) * kPage);
+    for (size_t k = i; k < j; ++k) m.pages[k].store(0, std::memory_order_relaxed);
+    i = j;
+  }
+}
+
+}  // namespace sdx::dax

@@ -1,0 +1,453 @@
+// mmap_test: mappings and the synchronous fault, scenario by scenario (DESIGN.md,
+// "Testing the guarantee"). Each durability test ends in a simulated power failure that
+// keeps only flushed lines (the harshest image), remounts it, and checks fsck and data.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <barrier>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "dax/dax.h"
+#include "fs/volume.h"
+#include "journal/journal.h"
+#include "test_util.h"
+
+namespace sdx {
+namespace {
+
+using test::cbytes;
+constexpr uint64_t kB = 4096;
+constexpr uint64_t kDev = 64ull << 20;
+
+class MmapTest : public ::testing::Test {
+ protected:
+  void SetUp() override { mount(test::formatted_sim(kDev)); }
+  void mount(std::unique_ptr<device::SimDevice> dev) {
+    ASSERT_NE(dev, nullptr);
+    SDX_ASSERT_OK_AND_ASSIGN(fs_, FileSystem::mount(std::move(dev), {.commit_interval_ms = 0}));
+  }
+  File create(const char* path) {
+    auto f = fs_->open(path, O_CREAT | O_RDWR);
+    EXPECT_TRUE(f) << test::describe(f);
+    return f ? std::move(*f) : File();
+  }
+  // A power failure now keeping only durable lines, then recovery: what survives.
+  std::unique_ptr<FileSystem> crashed() {
+    auto img = test::durable_image(*fs_);
+    auto dev = device::make_sim(img);
+    EXPECT_TRUE(FileSystem::fsck(*dev).clean());
+    auto fs = FileSystem::mount(std::move(dev), {.commit_interval_ms = 0});
+    EXPECT_TRUE(fs) << test::describe(fs);
+    return fs ? std::move(*fs) : nullptr;
+  }
+  uint64_t count(FaultKind k) { return fs_->fault_stats()[k].count; }
+  uint64_t commits() { return fs_->volume().journal().stats().commits; }
+
+  std::unique_ptr<FileSystem> fs_;
+};
+
+void fill(std::byte* p, uint64_t seed, uint64_t off, size_t len) {
+  auto v = test::pattern(seed, off, len);
+  std::memcpy(p, v.data(), len);
+}
+
+bool holds(FileSystem& fs, const char* path, uint64_t seed, uint64_t off, size_t len) {
+  auto f = fs.open(path, O_RDONLY);
+  if (!f) return false;
+  auto got = test::read_range(*f, off, len);
+  return got && *got == test::pattern(seed, off, len);
+}
+
+// ---- flags, as mmap(2) checks them ----
+
+TEST_F(MmapTest, FlagsAreCheckedAsMmapDoes) {
+  File f = create("/f");
+  SDX_ASSERT_OK(f.ftruncate(1 << 20));
+  SDX_EXPECT_ERRNO(f.mmap(0, kB, PROT_READ, 0), EINVAL);
+  SDX_EXPECT_ERRNO(f.mmap(0, kB, PROT_READ, 0x04), EINVAL);  // a map type that does not exist
+  SDX_EXPECT_ERRNO(f.mmap(0, kB, PROT_READ, MAP_SHARED_VALIDATE | MAP_GROWSDOWN), EOPNOTSUPP);
+  SDX_EXPECT_OK(f.mmap(0, kB, PROT_READ, MAP_SHARED | MAP_GROWSDOWN));  // ignored, as Linux does
+  SDX_EXPECT_ERRNO(f.mmap(100, kB, PROT_READ, MAP_SHARED), EINVAL);
+  SDX_EXPECT_ERRNO(f.mmap(0, 0, PROT_READ, MAP_SHARED), EINVAL);
+  {
+    SDX_ASSERT_OK_AND_ASSIGN(Mapping legacy, f.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_SYNC));
+    EXPECT_FALSE(legacy.synchronous());  // MAP_SYNC needs MAP_SHARED_VALIDATE
+    EXPECT_EQ(legacy.granularity(), Granularity::kPage);
+    SDX_ASSERT_OK_AND_ASSIGN(Mapping sync, f.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+    EXPECT_TRUE(sync.synchronous());
+    EXPECT_EQ(sync.granularity(), Granularity::kCacheLine);
+    EXPECT_EQ(granularity(sync.data()), Granularity::kCacheLine);
+  }
+  SDX_ASSERT_OK_AND_ASSIGN(File ro, fs_->open("/f", O_RDONLY));
+  SDX_EXPECT_ERRNO(ro.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_SHARED), EACCES);
+  SDX_EXPECT_OK(ro.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_PRIVATE));
+  SDX_EXPECT_OK(ro.mmap(0, kB, PROT_READ, MAP_SHARED));
+  SDX_ASSERT_OK_AND_ASSIGN(File wo, fs_->open("/f", O_WRONLY));
+  SDX_EXPECT_ERRNO(wo.mmap(0, kB, PROT_WRITE, MAP_SHARED), EACCES);
+}
+
+TEST(MmapDeviceTest, SyncNeedsADeviceAFlushMakesDurable) {
+  // msync-on-fence on a disk file: durability needs msync, which no CPU flush gives.
+  const std::string path = "mmap_test_disk_device.img";
+  ::unlink(path.c_str());
+  SDX_ASSERT_OK(FileSystem::mkfs(path, {.size = 16 << 20}));
+  {
+    SDX_ASSERT_OK_AND_ASSIGN(auto fs, FileSystem::mount(path, {.msync_on_fence = true}));
+    SDX_ASSERT_OK_AND_ASSIGN(File f, fs->open("/f", O_CREAT | O_RDWR));
+    SDX_ASSERT_OK(f.ftruncate(kB));
+    if (fs->device().survives_power_failure()) {
+      SDX_EXPECT_ERRNO(f.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC), EOPNOTSUPP);
+    } else {
+      GTEST_LOG_(INFO) << "the working directory is in RAM; MAP_SYNC is possible there";
+    }
+    SDX_EXPECT_OK(f.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_SHARED));
+  }
+  ::unlink(path.c_str());
+}
+
+// ---- the guarantee ----
+
+// Write through a synchronous mapping of a truncate-extended empty file, persist each
+// store from user space, crash before munmap: every block is there.
+TEST_F(MmapTest, SyncStoresToEmptyFileSurviveCrash) {
+  File f = create("/f");
+  constexpr size_t kLen = 1 << 20;
+  SDX_ASSERT_OK(f.ftruncate(kLen));
+  SDX_ASSERT_OK(fs_->sync());
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kLen, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  for (size_t off = 0; off < kLen; off += kB) {
+    fill(m.data() + off, 7, off, kB);
+    SDX_ASSERT_OK(m.persist(m.data() + off, kB));
+  }
+  EXPECT_EQ(count(FaultKind::kWriteSync), kLen / kB);  // every hole faulted and committed
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  EXPECT_TRUE(holds(*after, "/f", 7, 0, kLen));
+  SDX_ASSERT_OK_AND_ASSIGN(Stat st, after->stat("/f"));
+  EXPECT_EQ(st.blocks, kLen / kB);
+}
+
+// The negative control: a non-synchronous mapping, stores not msync'ed, crash. The
+// checker above must see the loss, or it proves nothing.
+TEST_F(MmapTest, NonSyncStoresWithoutMsyncAreLostInCrash) {
+  File f = create("/f");
+  constexpr size_t kLen = 256 << 10;
+  SDX_ASSERT_OK(f.ftruncate(kLen));
+  SDX_ASSERT_OK(fs_->sync());
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kLen, PROT_READ | PROT_WRITE, MAP_SHARED));
+  EXPECT_EQ(m.granularity(), Granularity::kPage);
+  for (size_t off = 0; off < kLen; off += kB) fill(m.data() + off, 7, off, kB);
+  EXPECT_EQ(count(FaultKind::kWriteAlloc), kLen / kB);
+  EXPECT_EQ(count(FaultKind::kWriteSync), 0u);
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  EXPECT_FALSE(holds(*after, "/f", 7, 0, kLen));
+  SDX_ASSERT_OK_AND_ASSIGN(Stat st, after->stat("/f"));
+  EXPECT_EQ(st.blocks, 0u);  // the allocations never committed
+}
+
+// The same stores, msync'ed: durable.
+TEST_F(MmapTest, NonSyncStoresSurviveAfterMsync) {
+  File f = create("/f");
+  constexpr size_t kLen = 256 << 10;
+  SDX_ASSERT_OK(f.ftruncate(kLen));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kLen, PROT_READ | PROT_WRITE, MAP_SHARED));
+  for (size_t off = 0; off < kLen; off += kB) fill(m.data() + off, 9, off, kB);
+  SDX_ASSERT_OK(m.sync(0, kLen, MS_SYNC));
+  // msync write-protected the pages: a store faults again, through the upgrade path.
+  const uint64_t before = count(FaultKind::kUpgrade);
+  m.data()[0] = std::byte{1};
+  EXPECT_EQ(count(FaultKind::kUpgrade), before + 1);
+  m.data()[0] = test::pattern(9, 0, 1)[0];
+  SDX_ASSERT_OK(f.fdatasync());  // fsync writes back mapped stores too
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  EXPECT_TRUE(holds(*after, "/f", 9, 0, kLen));
+}
+
+// A synchronous store persisted without a flush of its own line is not durable: the
+// simulated device sees exactly what user space flushed.
+TEST_F(MmapTest, OnlyPersistedLinesSurvive) {
+  File f = create("/f");
+  SDX_ASSERT_OK(f.ftruncate(kB));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  std::memset(m.data(), 0x11, 64);
+  SDX_ASSERT_OK(m.persist(m.data(), 64));
+  std::memset(m.data() + 64, 0x22, 64);  // never persisted
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  SDX_ASSERT_OK_AND_ASSIGN(File g, after->open("/f", O_RDONLY));
+  SDX_ASSERT_OK_AND_ASSIGN(auto got, test::read_range(g, 0, 128));
+  EXPECT_EQ(got[0], std::byte{0x11});
+  EXPECT_EQ(got[63], std::byte{0x11});
+  EXPECT_EQ(got[64], std::byte{0});
+}
+
+// Preallocated, committed blocks cost no commit, and the whole extent installs at once.
+TEST_F(MmapTest, PreallocatedSyncFaultCommitsNothing) {
+  File f = create("/f");
+  constexpr size_t kLen = 2 << 20;
+  SDX_ASSERT_OK(f.fallocate(0, 0, kLen));
+  SDX_ASSERT_OK(f.fsync());
+  const uint64_t c0 = commits();
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kLen, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  for (size_t off = 0; off < kLen; off += kB) {
+    fill(m.data() + off, 3, off, kB);
+    SDX_ASSERT_OK(m.persist(m.data() + off, kB));
+  }
+  EXPECT_EQ(commits(), c0);
+  EXPECT_EQ(count(FaultKind::kWriteSync), 0u);
+  EXPECT_LE(count(FaultKind::kWrite), 2u);  // one install per 2 MiB window
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  EXPECT_TRUE(holds(*after, "/f", 3, 0, kLen));
+}
+
+// Read a hole (zero page), then write it: the write goes through the synchronous path.
+TEST_F(MmapTest, ReadHoleThenWrite) {
+  File f = create("/f");
+  SDX_ASSERT_OK(f.ftruncate(4 * kB));
+  SDX_ASSERT_OK(fs_->sync());
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 4 * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  for (size_t i = 0; i < 4 * kB; ++i) ASSERT_EQ(m.data()[i], std::byte{0});
+  EXPECT_EQ(count(FaultKind::kReadHole), 1u);  // one zero-page install for the hole
+  fill(m.data() + kB, 5, kB, kB);
+  SDX_ASSERT_OK(m.persist(m.data() + kB, kB));
+  EXPECT_EQ(count(FaultKind::kUpgrade), 1u);
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  EXPECT_TRUE(holds(*after, "/f", 5, kB, kB));
+}
+
+// pwrite into a range a mapping shows as the zero page: the mapping shows the data.
+TEST_F(MmapTest, PwriteReplacesZeroPageInEveryMapping) {
+  File f = create("/f");
+  SDX_ASSERT_OK(f.ftruncate(8 * kB));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping a, f.mmap(0, 8 * kB, PROT_READ, MAP_SHARED));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping b, f.mmap(0, 8 * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  EXPECT_EQ(a.data()[kB], std::byte{0});
+  EXPECT_EQ(b.data()[kB], std::byte{0});
+  SDX_ASSERT_OK(test::write_all(f, test::pattern(4, kB, 100), kB));
+  EXPECT_EQ(std::memcmp(a.data() + kB, test::pattern(4, kB, 100).data(), 100), 0);
+  EXPECT_EQ(std::memcmp(b.data() + kB, test::pattern(4, kB, 100).data(), 100), 0);
+  // A fault that allocates in one mapping replaces the zero page in the other.
+  EXPECT_EQ(a.data()[5 * kB], std::byte{0});
+  b.data()[5 * kB] = std::byte{0x5a};
+  EXPECT_EQ(a.data()[5 * kB], std::byte{0x5a});
+}
+
+// Read fault on a block whose allocation is not yet committed, fsync of another file,
+// then a store: the read-only page must not become writable without a commit.
+TEST_F(MmapTest, ReadOnlyToWritableGoesThroughTheSyncCheck) {
+  File f = create("/f");
+  SDX_ASSERT_OK(test::write_all(f, test::pattern(1, 0, 4 * kB), 0));  // allocated, not committed
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 4 * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  EXPECT_EQ(m.data()[0], test::pattern(1, 0, 1)[0]);
+  EXPECT_EQ(count(FaultKind::kReadBlock), 1u);
+  File g = create("/g");
+  SDX_ASSERT_OK(g.fsync());
+  const uint64_t c0 = commits();
+  fill(m.data(), 2, 0, kB);
+  SDX_ASSERT_OK(m.persist(m.data(), kB));
+  EXPECT_EQ(count(FaultKind::kUpgrade), 1u);
+  EXPECT_GE(commits(), c0);
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  EXPECT_TRUE(holds(*after, "/f", 2, 0, kB));
+  EXPECT_TRUE(holds(*after, "/f", 1, kB, 3 * kB));
+}
+
+// Two threads write-fault the same hole: one allocation, one zeroing, both stores kept.
+TEST_F(MmapTest, TwoThreadsFaultTheSameHole) {
+  File f = create("/f");
+  SDX_ASSERT_OK(f.ftruncate(kB));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  for (int round = 0; round < 20; ++round) {
+    std::barrier go(2);
+    auto store = [&](size_t at) {
+      go.arrive_and_wait();
+      m.data()[at] = std::byte{static_cast<unsigned char>(at)};
+      (void)m.persist(m.data() + at, 1);
+    };
+    std::thread t1(store, 8), t2(store, 16);
+    t1.join();
+    t2.join();
+    EXPECT_EQ(m.data()[8], std::byte{8});
+    EXPECT_EQ(m.data()[16], std::byte{16});
+    SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
+    EXPECT_EQ(st.blocks, 1u);
+    SDX_ASSERT_OK(f.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, kB));  // a hole again
+    SDX_ASSERT_OK_AND_ASSIGN(st, f.stat());
+    ASSERT_EQ(st.blocks, 0u);
+    EXPECT_EQ(m.data()[8], std::byte{0});
+  }
+}
+
+// ---- SIGBUS ----
+
+thread_local sigjmp_buf t_jump;
+thread_local void* t_bus_addr = nullptr;
+thread_local int t_bus_code = 0;
+
+void on_bus(int, siginfo_t* si, void*) {
+  t_bus_addr = si->si_addr;
+  t_bus_code = si->si_code;
+  siglongjmp(t_jump, 1);
+}
+
+// Run `access`; true if it raised SIGBUS at `at` (address recorded by the handler).
+template <class F>
+bool raises_sigbus(F access, const void* at) {
+  struct sigaction sa {}, old{};
+  sa.sa_sigaction = on_bus;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &old);
+  t_bus_addr = nullptr;
+  bool bus = false;
+  if (sigsetjmp(t_jump, 1) == 0) access();
+  else bus = true;
+  sigaction(SIGBUS, &old, nullptr);
+  return bus && t_bus_addr == at && t_bus_code == BUS_ADRERR;
+}
+
+TEST_F(MmapTest, AccessBeyondEofIsSigbus) {
+  File f = create("/f");
+  SDX_ASSERT_OK(f.ftruncate(kB + 10));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 4 * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  m.data()[kB + 100] = std::byte{1};  // the EOF page itself is mapped, as in Linux
+  volatile std::byte* p = m.data() + 2 * kB;
+  EXPECT_TRUE(raises_sigbus([&] { (void)*p; }, m.data() + 2 * kB));
+  EXPECT_TRUE(raises_sigbus([&] { *p = std::byte{1}; }, m.data() + 2 * kB));
+  EXPECT_EQ(count(FaultKind::kSigbus), 2u);
+  SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
+  EXPECT_EQ(st.size, kB + 10);
+  EXPECT_EQ(st.blocks, 1u);  // nothing allocated for the faults past EOF
+  // Shrinking the file takes the pages away from live mappings too.
+  SDX_ASSERT_OK(f.ftruncate(10));
+  volatile std::byte* q = m.data() + kB;
+  EXPECT_TRUE(raises_sigbus([&] { (void)*q; }, m.data() + kB));
+}
+
+TEST_F(MmapTest, NoSpaceIsSigbusAndChangesNothing) {
+  mount(test::formatted_sim(4 << 20));
+  File f = create("/f");
+  SDX_ASSERT_OK_AND_ASSIGN(StatFs sfs, fs_->statfs());
+  const uint64_t len = (sfs.avail_blocks + 16) * kB;
+  SDX_ASSERT_OK(f.ftruncate(len));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, len, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  uint64_t off = 0;
+  for (; off < len; off += kB) {
+    bool bus = raises_sigbus([&] { m.data()[off] = std::byte{1}; }, m.data() + off);
+    if (bus) break;
+  }
+  EXPECT_LT(off, len);
+  EXPECT_EQ(off / kB, sfs.avail_blocks);
+  SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
+  EXPECT_EQ(st.blocks, sfs.avail_blocks);
+  SDX_ASSERT_OK(m.unmap());
+  SDX_ASSERT_OK(f.close());
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+}
+
+// ---- private mappings ----
+
+TEST_F(MmapTest, PrivateMappingCopiesOnWriteAndNeverChangesTheFile) {
+  File f = create("/f");
+  SDX_ASSERT_OK(test::write_all(f, test::pattern(1, 0, 2 * kB), 0));
+  SDX_ASSERT_OK(f.ftruncate(4 * kB));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 4 * kB, PROT_READ | PROT_WRITE, MAP_PRIVATE));
+  EXPECT_EQ(m.data()[0], test::pattern(1, 0, 1)[0]);
+  m.data()[0] = std::byte{0x77};
+  m.data()[3 * kB] = std::byte{0x78};  // a hole: a private zero page, no allocation
+  EXPECT_EQ(m.data()[0], std::byte{0x77});
+  SDX_ASSERT_OK(m.sync(0, 4 * kB, MS_SYNC));
+  SDX_ASSERT_OK_AND_ASSIGN(auto got, test::read_range(f, 0, 4 * kB));
+  EXPECT_EQ(got[0], test::pattern(1, 0, 1)[0]);
+  EXPECT_EQ(got[3 * kB], std::byte{0});
+  SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
+  EXPECT_EQ(st.blocks, 2u);  // the two written by pwrite, nothing for the private store
+}
+
+// ---- system calls whose buffer is a syncdax mapping ----
+
+// pwrite from an unfaulted mapping of the same file, and pread into one: the buffer's
+// faults need the inode lock the call would hold. Must not deadlock.
+TEST_F(MmapTest, PwriteFromAndPreadIntoAMappingOfTheSameFile) {
+  File f = create("/f");
+  SDX_ASSERT_OK(test::write_all(f, test::pattern(6, 0, 64 * kB), 0));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 128 * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  SDX_ASSERT_OK(f.ftruncate(128 * kB));
+  SDX_ASSERT_OK_AND_ASSIGN(size_t n, f.pwrite({m.data(), 32 * kB}, 64 * kB));
+  EXPECT_EQ(n, 32 * kB);
+  EXPECT_EQ(std::memcmp(m.data() + 64 * kB, test::pattern(6, 0, 32 * kB).data(), 32 * kB), 0);
+  SDX_ASSERT_OK_AND_ASSIGN(n, f.pread({m.data() + 100 * kB, 8 * kB}, 0));
+  EXPECT_EQ(n, 8 * kB);
+  EXPECT_EQ(std::memcmp(m.data() + 100 * kB, test::pattern(6, 0, 8 * kB).data(), 8 * kB), 0);
+}
+
+// ---- scale ----
+
+size_t vmas_in(const void* base, size_t len) {
+  std::ifstream maps("/proc/self/maps");
+  const auto lo = reinterpret_cast<uintptr_t>(base), hi = lo + len;
+  size_t n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t a = 0, b = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &a, &b) == 2 && a < hi && lo < b) ++n;
+  }
+  return n;
+}
+
+// Filling a sparse file page by page through one synchronous mapping: kernel memory
+// areas stay bounded by extents, not pages.
+TEST_F(MmapTest, KernelMappingsStayBoundedByExtents) {
+  File f = create("/f");
+  constexpr size_t kLen = 32 << 20;
+  SDX_ASSERT_OK(f.ftruncate(kLen));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kLen, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  for (size_t off = 0; off < kLen; off += kB) m.data()[off] = std::byte{1};
+  SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
+  EXPECT_EQ(st.blocks, kLen / kB);
+  EXPECT_LE(vmas_in(m.data(), kLen), st.extents + 2) << st.extents << " extents";
+}
+
+// ---- faults that are not ours ----
+
+TEST(MmapDeathTest, ForeignFaultsKeepTheirDefaultAction) {
+  EXPECT_EXIT(
+      {
+        auto dev = test::formatted_sim(16 << 20);
+        auto fs = FileSystem::mount(std::move(dev)).value();
+        File f = fs->open("/f", O_CREAT | O_RDWR).value();
+        (void)f.ftruncate(kB);
+        Mapping m = f.mmap(0, kB, PROT_READ, MAP_SHARED).value();
+        (void)m.data()[0];  // the handler is installed and works
+        void* other = ::mmap(nullptr, kB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        *static_cast<volatile char*>(other) = 1;
+      },
+      ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+TEST(MmapDeathTest, StoreToReadOnlyMappingIsSigsegv) {
+  EXPECT_EXIT(
+      {
+        auto dev = test::formatted_sim(16 << 20);
+        auto fs = FileSystem::mount(std::move(dev)).value();
+        File f = fs->open("/f", O_CREAT | O_RDWR).value();
+        (void)f.ftruncate(kB);
+        Mapping m = f.mmap(0, kB, PROT_READ, MAP_SHARED).value();
+        *reinterpret_cast<volatile char*>(m.data()) = 1;
+      },
+      ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+}  // namespace
+}  // namespace sdx
