@@ -71,9 +71,15 @@ TEST(Iomap, PartlyCoveredBlocksAreZeroedAndWrittenAtOnce) {
   auto part = m.vol().iomap_begin(ino, 8 * kB + 100, 50, fs::kIomapWrite);
   ASSERT_TRUE(part);
   EXPECT_EQ(part->type, fs::IomapType::kMapped);
+  // A fault never allocates past EOF (it gets SIGBUS)...
+  auto past = m.vol().iomap_begin(ino, 16 * kB, kB, fs::kIomapWrite | fs::kIomapFault);
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, ENXIO);
+  // ...and inside the file it maps the block into a process as is: written, zeroed.
+  ASSERT_TRUE(f.ftruncate(20 * kB));
   auto fault = m.vol().iomap_begin(ino, 16 * kB, kB, fs::kIomapWrite | fs::kIomapFault);
   ASSERT_TRUE(fault);
-  EXPECT_EQ(fault->type, fs::IomapType::kMapped);  // a fault maps it into a process as is
+  EXPECT_EQ(fault->type, fs::IomapType::kMapped);
   auto hole = m.vol().iomap_begin(ino, 32 * kB, kB, fs::kIomapRead);
   ASSERT_TRUE(hole);
   EXPECT_EQ(hole->type, fs::IomapType::kHole);

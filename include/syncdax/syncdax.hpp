@@ -148,6 +148,8 @@ class Mapping {
   // is accepted. Stored pages become read-only again, so the next store faults.
   Status sync(uint64_t off, size_t len, int flags);
   Status unmap();
+  // Give up ownership: the pages stay mapped until sdx::munmap(data(), size()).
+  void* release();
 
  private:
   friend class File;
@@ -155,10 +157,15 @@ class Mapping {
   dax::Map* m_ = nullptr;
 };
 
-// Persistence by address, for any byte of any syncdax mapping (libpmem2 style);
-// addresses outside syncdax mappings are flushed as plain memory.
+// The same calls by address, for any byte of any syncdax mapping (libpmem2 and POSIX
+// style; what the C API uses). An address outside every syncdax mapping is EINVAL.
 Status persist(const void* addr, size_t len);
+void flush(const void* addr, size_t len);
+void drain();  // orders the flushes of every mapped file system
 Granularity granularity(const void* addr);
+Status msync(void* addr, size_t len, int flags);
+// Unmap a released mapping; [addr, addr+len) must be the whole of it.
+Status munmap(void* addr, size_t len);
 
 // An open file. Move-only; closes on destruction and must not outlive its FileSystem.
 // Like a file descriptor, it keeps an unlinked file alive until closed.

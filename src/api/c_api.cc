@@ -4,6 +4,8 @@
 // C boundary.
 #include "syncdax/syncdax.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -440,6 +442,80 @@ int sdx_fstat(sdx_fs* fs, int fd, struct sdx_stat* st) {
     auto r = f->stat();
     if (!r) return record(r);
     fill(st, *r);
+    return 0;
+  });
+}
+
+
+// ---- mappings ----
+
+void* sdx_mmap(sdx_fs* fs, int fd, void* addr, size_t length, int prot, int flags, off_t offset) {
+  void* p = guarded_ptr([&]() -> void* {
+    if (fs == nullptr || !fs->fs) return record(EINVAL, "file system handle is NULL"), nullptr;
+    auto f = lookup(fs, fd);
+    if (!f) return bad_fd(fd), nullptr;
+    if (offset < 0) return record(EINVAL, "mmap: negative offset"), nullptr;
+    auto m = f->mmap(static_cast<uint64_t>(offset), length, prot, flags, addr);
+    if (!m) return record(m), nullptr;
+    return m->release();
+  });
+  return p ? p : MAP_FAILED;
+}
+
+int sdx_munmap(void* addr, size_t length) {
+  return guarded([&]() -> int {
+    auto st = sdx::munmap(addr, length);
+    return st ? 0 : record(st);
+  });
+}
+
+int sdx_msync(void* addr, size_t length, int flags) {
+  return guarded([&]() -> int {
+    auto st = sdx::msync(addr, length, flags);
+    return st ? 0 : record(st);
+  });
+}
+
+int sdx_granularity(const void* addr) {
+  switch (sdx::granularity(addr)) {
+    case sdx::Granularity::kByte: return SDX_GRANULARITY_BYTE;
+    case sdx::Granularity::kCacheLine: return SDX_GRANULARITY_CACHE_LINE;
+    case sdx::Granularity::kPage: break;
+  }
+  return SDX_GRANULARITY_PAGE;
+}
+
+int sdx_persist(const void* addr, size_t len) {
+  return guarded([&]() -> int {
+    auto st = sdx::persist(addr, len);
+    return st ? 0 : record(st);
+  });
+}
+
+void sdx_flush(const void* addr, size_t len) { sdx::flush(addr, len); }
+void sdx_drain(void) { sdx::drain(); }
+
+void* sdx_memcpy_persist(void* dst, const void* src, size_t len) {
+  return guarded_ptr([&]() -> void* {
+    std::memcpy(dst, src, len);
+    auto st = sdx::persist(dst, len);
+    if (!st) return record(st), nullptr;
+    return dst;
+  });
+}
+
+int sdx_fault_stats(sdx_fs* fs, struct sdx_fault_stats* st) {
+  return guarded([&]() -> int {
+    SDX_CHECK_FS(fs);
+    SDX_CHECK_PTR(st, "fault stats buffer");
+    static_assert(SDX_FAULT_KINDS == static_cast<int>(sdx::FaultKind::kCount));
+    const sdx::FaultStats s = fs->fs->fault_stats();
+    *st = {};
+    for (size_t k = 0; k < SDX_FAULT_KINDS; ++k) {
+      st->count[k] = s.kinds[k].count;
+      st->total_ns[k] = s.kinds[k].total_ns;
+      st->max_ns[k] = s.kinds[k].max_ns;
+    }
     return 0;
   });
 }

@@ -1,4 +1,6 @@
 // api/mapping: File::mmap and the Mapping handle over the dax layer.
+#include <string>
+
 #include "dax/dax.h"
 #include "fs/volume.h"
 #include "syncdax/syncdax.hpp"
@@ -75,14 +77,44 @@ Status Mapping::unmap() {
   return m->dax->unmap(m);
 }
 
+void* Mapping::release() {
+  void* p = data();
+  m_ = nullptr;
+  return p;
+}
+
+namespace {
+Status not_ours(const char* call) { return fail(EINVAL, std::string(call) + ": not a syncdax mapping"); }
+}  // namespace
+
 Status persist(const void* addr, size_t len) {
   if (dax::Map* m = dax::find(addr)) return m->dax->persist(*m, addr, len);
-  return fail(EINVAL, "persist: not a syncdax mapping");
+  return not_ours("persist");
 }
+
+void flush(const void* addr, size_t len) {
+  if (dax::Map* m = dax::find(addr)) m->dax->flush(*m, addr, len);
+}
+
+void drain() { dax::drain_all(); }
 
 Granularity granularity(const void* addr) {
   dax::Map* m = dax::find(addr);
   return m ? m->dax->granularity(*m) : Granularity::kPage;
+}
+
+Status msync(void* addr, size_t len, int flags) {
+  dax::Map* m = dax::find(addr);
+  if (!m) return fail(ENOMEM, "msync: not a syncdax mapping");
+  return m->dax->msync(*m, static_cast<uint64_t>(static_cast<std::byte*>(addr) - m->base), len, flags);
+}
+
+Status munmap(void* addr, size_t len) {
+  dax::Map* m = dax::find(addr);
+  if (!m) return not_ours("munmap");
+  if (addr != m->base || (len + dax::kPage - 1) / dax::kPage != m->npages)
+    return fail(EINVAL, "munmap: only whole syncdax mappings can be unmapped");
+  return m->dax->unmap(m);
 }
 
 Result<Mapping> File::mmap(uint64_t offset, size_t length, int prot, int flags, void* addr) {

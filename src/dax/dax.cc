@@ -236,6 +236,13 @@ void Dax::reset_stats() {
 
 Map* find(const void* addr) { return registry_find(reinterpret_cast<uintptr_t>(addr)); }
 
+void drain_all() {
+  pmem::fence();
+  registry_for_each(nullptr, [](Map& m, void*) {
+    if (device::as_sim(&m.dax->volume().device())) m.dax->drain();
+  }, nullptr);
+}
+
 bool overlaps(const void* addr, size_t len) {
   const auto a = reinterpret_cast<uintptr_t>(addr);
   return len != 0 && registry_overlaps(a, a + len);

@@ -70,6 +70,7 @@ class Dax {
 
   FaultStats stats() const;
   void reset_stats();
+  fs::Volume& volume() { return vol_; }
 
   enum class Outcome { kInstalled, kSigbus, kNotOurs };
   // Resolve an access at `addr` of mapping `m` (from the SIGSEGV handler, or from
@@ -98,5 +99,7 @@ class Dax {
 Map* find(const void* addr);
 // Whether [addr, addr+len) touches any syncdax mapping.
 bool overlaps(const void* addr, size_t len);
+// Fence every device that has mappings (sdx_drain names no mapping).
+void drain_all();
 
 }  // namespace sdx::dax

@@ -188,7 +188,7 @@ void registry_for_each(const void* owner, void (*fn)(Map& m, void* ctx), void* c
     if (s.hi.load() == 0) continue;
     s.active.fetch_add(1);
     Map* m = s.map.load();
-    if (m != nullptr && s.hi.load() != 0 && m->dax == owner) fn(*m, ctx);
+    if (m != nullptr && s.hi.load() != 0 && (owner == nullptr || m->dax == owner)) fn(*m, ctx);
     s.active.fetch_sub(1);
   }
 }

@@ -14,7 +14,8 @@ Status registry_add(Map* m);
 void registry_remove(Map* m);
 bool registry_overlaps(uintptr_t lo, uintptr_t hi);
 Map* registry_find(uintptr_t addr);
-// Call fn for each live mapping whose dax is `owner`, pinned for the call. Signal-safe.
+// Call fn for each live mapping whose dax is `owner` (nullptr: every mapping), pinned
+// for the call. Signal-safe.
 void registry_for_each(const void* owner, void (*fn)(Map& m, void* ctx), void* ctx);
 
 }  // namespace sdx::dax
