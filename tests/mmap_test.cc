@@ -356,6 +356,22 @@ TEST_F(MmapTest, NoSpaceIsSigbusAndChangesNothing) {
   ASSERT_NE(after, nullptr);
 }
 
+TEST_F(MmapTest, FailedCommitIsSigbusAndMapsNothing) {
+  File f = create("/f");
+  SDX_ASSERT_OK(f.ftruncate(4 * kB));
+  SDX_ASSERT_OK(fs_->sync());
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 4 * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  fs_->volume().journal().fail_for_test(Error{EIO, "injected log write failure"});
+  EXPECT_TRUE(raises_sigbus([&] { m.data()[0] = std::byte{1}; }, m.data()));
+  // Nothing was made writable: the store never landed, and reading shows no data.
+  EXPECT_EQ(m.data()[0], std::byte{0});
+  EXPECT_EQ(count(FaultKind::kSigbus), 1u);
+  auto after = crashed();  // the durable state is consistent: fsck-clean, no blocks
+  ASSERT_NE(after, nullptr);
+  SDX_ASSERT_OK_AND_ASSIGN(Stat st, after->stat("/f"));
+  EXPECT_EQ(st.blocks, 0u);
+}
+
 // ---- private mappings ----
 
 TEST_F(MmapTest, PrivateMappingCopiesOnWriteAndNeverChangesTheFile) {

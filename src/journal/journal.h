@@ -97,6 +97,12 @@ class Journal {
   void start_committer(uint32_t interval_ms);
   void stop_committer();
   Stats stats() const;
+  // Poison the journal as a failed log write does: every later commit fails with `e`.
+  // For tests of the paths that must survive a failing commit.
+  void fail_for_test(Error e) {
+    Lock l(mu_);
+    error_ = std::unexpected(std::move(e));
+  }
 
  private:
   friend class Handle;
