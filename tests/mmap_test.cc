@@ -288,6 +288,43 @@ TEST_F(MmapTest, TwoThreadsFaultTheSameHole) {
   }
 }
 
+// Threads fault holes of one file through a synchronous and a plain shared mapping
+// while another thread runs fsync, fdatasync and msync; every persisted store, and
+// every store the final msync covered, survives a power failure.
+TEST_F(MmapTest, ConcurrentFaultsWithFsyncAndMsyncRunning) {
+  File f = create("/f");
+  constexpr size_t kPages = 256;
+  SDX_ASSERT_OK(f.ftruncate(2 * kPages * kB));
+  SDX_ASSERT_OK(fs_->sync());
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping s, f.mmap(0, kPages * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping p, f.mmap(kPages * kB, kPages * kB, PROT_READ | PROT_WRITE, MAP_SHARED));
+  std::atomic<bool> done{false};
+  std::thread syncer([&] {
+    for (int i = 0; !done.load(); ++i) {
+      EXPECT_TRUE(i % 3 == 0 ? f.fsync() : i % 3 == 1 ? f.fdatasync() : p.sync(0, kPages * kB, MS_SYNC));
+    }
+  });
+  auto writer = [&](size_t first) {
+    for (size_t pg = first; pg < kPages; pg += 2) {
+      fill(s.data() + pg * kB, 11, pg * kB, 512);
+      EXPECT_TRUE(s.persist(s.data() + pg * kB, 512));
+      fill(p.data() + pg * kB, 12, (kPages + pg) * kB, 512);
+    }
+  };
+  std::thread w1(writer, 0), w2(writer, 1);
+  w1.join();
+  w2.join();
+  done = true;
+  syncer.join();
+  SDX_ASSERT_OK(p.sync(0, kPages * kB, MS_SYNC));
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  for (size_t pg = 0; pg < kPages; ++pg) {
+    EXPECT_TRUE(holds(*after, "/f", 11, pg * kB, 512)) << "page " << pg;
+    EXPECT_TRUE(holds(*after, "/f", 12, (kPages + pg) * kB, 512)) << "page " << kPages + pg;
+  }
+}
+
 // ---- SIGBUS ----
 
 thread_local sigjmp_buf t_jump;
