@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -302,6 +303,70 @@ TEST_F(CApiTest, ConcurrentOpenWriteClose) {
   Listing l;
   ASSERT_EQ(sdx_readdir(fs_, "/", collect, &l), 0);
   EXPECT_EQ(l.names.size(), static_cast<size_t>(kThreads * kFiles));
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(CApiTest, MmapStorePersistMunmap) {
+  int fd = sdx_open(fs_, "/m", O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0) << sdx_errormsg();
+  ASSERT_EQ(sdx_ftruncate(fs_, fd, 64 << 10), 0) << sdx_errormsg();
+  void* p = sdx_mmap(fs_, fd, nullptr, 64 << 10, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC, 0);
+  ASSERT_NE(p, MAP_FAILED) << sdx_errormsg();
+  EXPECT_EQ(sdx_granularity(p), SDX_GRANULARITY_CACHE_LINE);
+  std::memset(p, 0x5c, 8192);
+  EXPECT_EQ(sdx_persist(p, 8192), 0) << sdx_errormsg();
+  const char msg[] = "hello";
+  EXPECT_EQ(sdx_memcpy_persist(static_cast<char*>(p) + 9000, msg, sizeof msg), static_cast<char*>(p) + 9000);
+  sdx_flush(p, 64);
+  sdx_drain();
+  struct sdx_fault_stats fst;
+  ASSERT_EQ(sdx_fault_stats(fs_, &fst), 0);
+  uint64_t faults = 0;
+  for (int k = 0; k < SDX_FAULT_KINDS; ++k) faults += fst.count[k];
+  EXPECT_GE(faults, 2u);  // one per page first stored: the file was empty
+  EXPECT_EQ(sdx_msync(p, 4096, MS_SYNC), 0) << sdx_errormsg();
+  EXPECT_EQ(sdx_munmap(static_cast<char*>(p) + 4096, 4096), -1);  // part of a mapping
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(sdx_munmap(p, 64 << 10), 0) << sdx_errormsg();
+  EXPECT_EQ(sdx_munmap(p, 64 << 10), -1);  // no longer a syncdax mapping
+  char buf[8];
+  ASSERT_EQ(sdx_pread(fs_, fd, buf, sizeof buf, 9000), static_cast<ssize_t>(sizeof buf));
+  EXPECT_STREQ(buf, "hello");
+  ASSERT_EQ(sdx_close(fs_, fd), 0);
+}
+
+TEST_F(CApiTest, MmapErrorsAreMmapErrno) {
+  int fd = sdx_open(fs_, "/m", O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(sdx_ftruncate(fs_, fd, 4096), 0);
+  errno = 0;
+  EXPECT_EQ(sdx_mmap(fs_, fd, nullptr, 4096, PROT_READ, 0, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(sdx_mmap(fs_, fd, nullptr, 4096, PROT_READ, MAP_SHARED_VALIDATE | 0x40000000, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  EXPECT_NE(std::strlen(sdx_errormsg()), 0u);
+  EXPECT_EQ(sdx_mmap(fs_, fd, nullptr, 4096, PROT_READ, MAP_SHARED, 1), MAP_FAILED);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(sdx_mmap(fs_, 99, nullptr, 4096, PROT_READ, MAP_SHARED, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EBADF);
+  int ro = sdx_open(fs_, "/m", O_RDONLY, 0);
+  EXPECT_EQ(sdx_mmap(fs_, ro, nullptr, 4096, PROT_WRITE, MAP_SHARED, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EACCES);
+  int x = 0;
+  EXPECT_EQ(sdx_persist(&x, sizeof x), -1);  // not a syncdax mapping
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(sdx_granularity(&x), SDX_GRANULARITY_PAGE);
+  // A live mapping keeps the file system busy, as open descriptors do.
+  void* p = sdx_mmap(fs_, fd, nullptr, 4096, PROT_READ, MAP_SHARED, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  ASSERT_EQ(sdx_close(fs_, fd), 0);
+  ASSERT_EQ(sdx_close(fs_, ro), 0);
+  EXPECT_EQ(sdx_unmount(fs_), -1);
+  EXPECT_EQ(errno, EBUSY);
+  EXPECT_EQ(sdx_munmap(p, 4096), 0);
 }
 
 }  // namespace

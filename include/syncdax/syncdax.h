@@ -66,8 +66,8 @@ sdx_fs *sdx_mount(const char *path);
 sdx_fs *sdx_mount_opts(const char *path, const struct sdx_mount_opts *opts);
 
 /*
- * Commit, checkpoint and release `fs`. With descriptors still open this fails with
- * EBUSY and `fs` stays mounted and usable. On any other failure `fs` is released all the
+ * Commit, checkpoint and release `fs`. With descriptors or mappings still open this
+ * fails with EBUSY and `fs` stays mounted and usable. On any other failure `fs` is released all the
  * same (like close(2)) and must not be used again.
  */
 int sdx_unmount(sdx_fs *fs);

@@ -253,8 +253,10 @@ int sdx_unmount(sdx_fs* fs) {
                                  " descriptor(s) still open");
       }
     }
-    std::unique_ptr<sdx_fs> owner(fs);  // released whatever happens from here on
-    auto st = owner->fs->unmount();
+    auto st = fs->fs->unmount();
+    // Live mappings keep it busy as descriptors do; it stays mounted and usable.
+    if (!st && st.error().code == EBUSY) return record(st.error());
+    std::unique_ptr<sdx_fs> owner(fs);  // released whatever happened otherwise
     if (!st) return record(st.error());
     return 0;
   });
