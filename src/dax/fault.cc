@@ -55,11 +55,21 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
   const bool upgrade = write && (m.pages[idx].load(std::memory_order_relaxed) & kInstalled);
   bool allocated = false, committed = false;
 
+  // A store prepares the whole window at once, as the kernel's PMD fault asks the file
+  // system for 2 MiB: one allocation, one zeroing, one commit, one install.
+  const uint64_t win = foff / kWindow * kWindow;
+  const uint64_t prep_lo = std::max(win, m.offset), prep_hi = std::min(win + kWindow, m.offset + m.reserved);
   for (;;) {
     ReadLock io(ino.io);
-    const unsigned intent =
-        (write && !m.priv) ? (fs::kIomapWrite | fs::kIomapFault) : (fs::kIomapRead | fs::kIomapFault);
-    auto im = vol_.iomap_begin(ino, foff, kPage, intent);
+    Result<fs::Iomap> im;
+    if (write && !m.priv) {
+      constexpr unsigned kIntent = fs::kIomapWrite | fs::kIomapFault;
+      im = vol_.iomap_begin(ino, prep_lo, prep_hi - prep_lo, kIntent);
+      if (im && (im->offset + im->length <= foff || im->type != fs::IomapType::kMapped))
+        im = vol_.iomap_begin(ino, foff, kPage, kIntent);
+    } else {
+      im = vol_.iomap_begin(ino, foff, kPage, fs::kIomapRead | fs::kIomapFault);
+    }
     if (!im) {
       record(FaultKind::kSigbus, mono_ns() - t0);
       return Outcome::kSigbus;  // beyond EOF, no space, or I/O error
@@ -77,7 +87,6 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
     }
 
     const bool block = im->type == fs::IomapType::kMapped;
-    const uint64_t win = foff / kWindow * kWindow;
     const uint64_t eof = (im->file_size + kPage - 1) / kPage * kPage;
     uint64_t lo = std::max({im->offset, m.offset, win});
     uint64_t hi = std::min({im->offset + im->length, m.offset + m.reserved, win + kWindow, eof});

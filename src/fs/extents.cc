@@ -305,7 +305,7 @@ uint64_t Volume::range_dirty_seq(Inode& ino, uint64_t off, uint64_t len) {
 
 // Map file bytes [off, off+len) for a write starting at off: fill the hole at off
 // (rounded to the extent-size hint) or take the unwritten extent there.
-Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, uint64_t len, unsigned intent) {
+Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, uint64_t len) {
   const uint64_t fb = off / kBlockSize;
   const uint64_t end_fb = (off + len - 1) / kBlockSize + 1;
   if (!find_extent(ino, fb)) {
@@ -326,29 +326,60 @@ Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, 
   // What the caller will not overwrite whole must read as zeros once written.
   const Extent* e = find_extent(ino, fb);
   const uint64_t ext_end = std::min(end_fb, e->file_end());
-  if (intent & kIomapFault) {
-    set_unwritten(h, ino, fb, ext_end, false);
-  } else {
-    if (off % kBlockSize) set_unwritten(h, ino, fb, fb + 1, false);
-    if ((off + len) % kBlockSize && ext_end == end_fb) set_unwritten(h, ino, end_fb - 1, end_fb, false);
-  }
+  if (off % kBlockSize) set_unwritten(h, ino, fb, fb + 1, false);
+  if ((off + len) % kBlockSize && ext_end == end_fb) set_unwritten(h, ino, end_fb - 1, end_fb, false);
   SDX_TRY(log_extents(h, ino));
   return log_inode(h, ino);
+}
+
+// A write fault maps blocks straight into a process, so every block of [fb, end_fb) it
+// prepares is allocated, zeroed and written. Like the kernel's PMD fault it may ask
+// for a whole window at once; running out of space part-way fails only if the
+// faulting block itself (fb) got nothing.
+Status Volume::allocate_for_fault(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb) {
+  Status st = allocate_range(h, ino, fb, end_fb, false);
+  if (!find_extent(ino, fb)) {
+    SDX_TRY(log_inode(h, ino));
+    return st ? fail(ENOSPC, "no space left on device") : st;
+  }
+  set_unwritten(h, ino, fb, end_fb, false);
+  SDX_TRY(log_extents(h, ino));
+  return log_inode(h, ino);
+}
+
+bool Volume::range_mapped_written(const Inode& ino, uint64_t fb, uint64_t end_fb) const {
+  for (uint64_t pos = fb; pos < end_fb;) {
+    const Extent* e = find_extent(ino, pos);
+    if (!e || e->unwritten) return false;
+    pos = e->file_end();
+  }
+  return true;
 }
 
 Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent) {
   Lock l(mu_);
   const uint64_t fb = off / kBlockSize;
   const bool write = intent & kIomapWrite;
-  if ((intent & kIomapFault) && fb >= (ino.size + kBlockSize - 1) / kBlockSize)
-    return fail(ENXIO, "fault beyond end of file");
+  const uint64_t eof_fb = (ino.size + kBlockSize - 1) / kBlockSize;
+  if ((intent & kIomapFault) && fb >= eof_fb) return fail(ENXIO, "fault beyond end of file");
   Iomap m;
   const Extent* e = find_extent(ino, fb);
+  if (write && (intent & kIomapFault)) {
+    const uint64_t end = std::min(eof_fb, (off + std::max<uint64_t>(len, 1) - 1) / kBlockSize + 1);
+    if (!range_mapped_written(ino, fb, end)) {
+      journal::Handle h = journal_->start();
+      Status st = allocate_for_fault(h, ino, fb, end);
+      dev_->fence();  // the zeros are durable before the transaction mapping them commits
+      SDX_TRY(st);
+      m.flags |= kIomapNew;
+      e = find_extent(ino, fb);
+    }
+  }
   // An unwritten extent needs no change for a write that covers its blocks whole.
-  const bool whole_blocks = !(intent & kIomapFault) && off % kBlockSize == 0 && (off + len) % kBlockSize == 0;
-  if (write && (!e || (e->unwritten && !whole_blocks))) {
+  const bool whole_blocks = off % kBlockSize == 0 && (off + len) % kBlockSize == 0;
+  if (write && !(intent & kIomapFault) && (!e || (e->unwritten && !whole_blocks))) {
     journal::Handle h = journal_->start();
-    Status st = allocate_for_write(h, ino, off, std::max<uint64_t>(len, 1), intent);
+    Status st = allocate_for_write(h, ino, off, std::max<uint64_t>(len, 1));
     // Zeroed blocks are durable before the transaction mapping them as written can
     // commit, on the error paths too (a partial allocation is kept).
     dev_->fence();

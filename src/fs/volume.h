@@ -157,8 +157,9 @@ class Volume {
   // fault gets SIGBUS) and nothing is allocated. With kIomapWrite, holes are allocated in a transaction of
   // their own: blocks the write covers whole come back unwritten (the caller stores
   // into them, and iomap_end converts them once the data is durable, so a crash between
-  // shows zeros, never stale bytes); partly covered blocks, and every block with
-  // kIomapFault (mapped straight into a process), are zeroed durably and written.
+  // shows zeros, never stale bytes); partly covered blocks are zeroed durably and
+  // written. With kIomapFault every block of the range up to EOF is prepared that way
+  // (mapped straight into a process), and the answer is for the block at `off`.
   Result<Iomap> iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent);
   // After data was stored, and fenced, into [off, off+written): convert what
   // iomap_begin left unwritten, extend the size, move mtime.
@@ -200,7 +201,9 @@ class Volume {
   Status log_extents(journal::Handle& h, Inode& ino);
   Status allocate_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb,
                         bool unwritten);
-  Status allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, uint64_t len, unsigned intent);
+  Status allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, uint64_t len);
+  Status allocate_for_fault(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
+  bool range_mapped_written(const Inode& ino, uint64_t fb, uint64_t end_fb) const;
   void insert_extent(Inode& ino, Extent e);
   void remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
   // Mark [fb, end_fb) unwritten, or written; written blocks are zeroed first unless the
