@@ -10,6 +10,10 @@ namespace sdx {
 
 namespace {
 Status not_open() { return fail(EBADF, "file is not open"); }
+// After a crash whose recovery mount failed there is no volume left to call into.
+std::unexpected<Error> not_mounted() {
+  return fail(EIO, "file system is not mounted: recovery after a simulated crash failed");
+}
 }  // namespace
 
 // ---- File ----
@@ -110,24 +114,73 @@ FsckReport FileSystem::fsck(const std::string& path) {
 
 FsckReport FileSystem::fsck(device::Device& dev) { return fs::Volume::fsck(dev); }
 
-Status FileSystem::unmount() { return vol_->unmount(); }
+Status FileSystem::unmount() {
+  if (!vol_) return not_mounted();
+  return vol_->unmount();
+}
 
 Result<File> FileSystem::open(std::string_view path, int flags, uint32_t mode) {
+  if (!vol_) return not_mounted();
   SDX_ASSIGN(fs::Handle * h, vol_->open(path, flags, mode));
   return File(this, h);
 }
 
-Status FileSystem::mkdir(std::string_view path, uint32_t mode) { return vol_->mkdir(path, mode); }
-Status FileSystem::rmdir(std::string_view path) { return vol_->rmdir(path); }
-Status FileSystem::unlink(std::string_view path) { return vol_->unlink(path); }
-Status FileSystem::rename(std::string_view from, std::string_view to) { return vol_->rename(from, to); }
-Result<std::vector<DirEntry>> FileSystem::readdir(std::string_view path) { return vol_->readdir(path); }
-Result<Stat> FileSystem::stat(std::string_view path) { return vol_->stat(path); }
-Result<StatFs> FileSystem::statfs() { return vol_->statfs(); }
-Status FileSystem::sync() { return vol_->sync(); }
+Status FileSystem::mkdir(std::string_view path, uint32_t mode) {
+  if (!vol_) return not_mounted();
+  return vol_->mkdir(path, mode);
+}
+Status FileSystem::rmdir(std::string_view path) {
+  if (!vol_) return not_mounted();
+  return vol_->rmdir(path);
+}
+Status FileSystem::unlink(std::string_view path) {
+  if (!vol_) return not_mounted();
+  return vol_->unlink(path);
+}
+Status FileSystem::rename(std::string_view from, std::string_view to) {
+  if (!vol_) return not_mounted();
+  return vol_->rename(from, to);
+}
+Result<std::vector<DirEntry>> FileSystem::readdir(std::string_view path) {
+  if (!vol_) return not_mounted();
+  return vol_->readdir(path);
+}
+Result<Stat> FileSystem::stat(std::string_view path) {
+  if (!vol_) return not_mounted();
+  return vol_->stat(path);
+}
+Result<StatFs> FileSystem::statfs() {
+  if (!vol_) return not_mounted();
+  return vol_->statfs();
+}
+Status FileSystem::sync() {
+  if (!vol_) return not_mounted();
+  return vol_->sync();
+}
 device::Device& FileSystem::device() { return vol_->device(); }
-FaultStats FileSystem::fault_stats() const { return dax_->stats(); }
-void FileSystem::reset_fault_stats() { dax_->reset_stats(); }
-Status FileSystem::crash(const CrashOptions&) { return fail(ENOSYS, "crash: not yet implemented"); }
+FaultStats FileSystem::fault_stats() const { return dax_ ? dax_->stats() : FaultStats{}; }
+void FileSystem::reset_fault_stats() {
+  if (dax_) dax_->reset_stats();
+}
+Status FileSystem::crash(const CrashOptions& opt) {
+  if (!vol_) return not_mounted();
+  device::SimDevice* sim = device::as_sim(&vol_->device());
+  if (!sim) {
+    return fail(EOPNOTSUPP, "crash: only a sim device can simulate a power failure (this is a " +
+                                std::string(device::kind_name(vol_->device().kind())) + " device)");
+  }
+  if (!(opt.survive_prob >= 0.0 && opt.survive_prob <= 1.0)) {
+    return fail(EINVAL, "crash: survive probability must be between 0 and 1");
+  }
+  SDX_ASSIGN(auto dev, vol_->abandon());
+  // The dax layer refers to the volume, so it goes first, as in the destructor; fault
+  // statistics start again with the new mount.
+  dax_.reset();
+  vol_.reset();
+  sim->power_fail(opt.survive_prob, opt.torn, opt.seed);
+  SDX_ASSIGN(vol_, fs::Volume::mount(std::move(dev), opt_));
+  dax_ = std::make_unique<dax::Dax>(*vol_);
+  return ok();
+}
 
 }  // namespace sdx
