@@ -240,8 +240,7 @@ class FileSystem {
   // place with the options of the first mount. Files and mappings must be closed first
   // (EBUSY); survive_prob outside [0, 1] is EINVAL. Fault statistics start again from
   // zero. If recovery fails, crash returns its error and the file system stays
-  // unmounted: calls returning a Status or Result then fail with EIO, and device() and
-  // volume() must not be used.
+  // unmounted: then only unmount and crash (both EIO) and destruction may follow.
   struct CrashOptions {
     double survive_prob = 0.5;
     bool torn = false;

@@ -10,7 +10,7 @@ namespace sdx {
 
 namespace {
 Status not_open() { return fail(EBADF, "file is not open"); }
-// After a crash whose recovery mount failed there is no volume left to call into.
+// After a crash whose recovery mount failed there is no volume left.
 std::unexpected<Error> not_mounted() {
   return fail(EIO, "file system is not mounted: recovery after a simulated crash failed");
 }
@@ -120,48 +120,21 @@ Status FileSystem::unmount() {
 }
 
 Result<File> FileSystem::open(std::string_view path, int flags, uint32_t mode) {
-  if (!vol_) return not_mounted();
   SDX_ASSIGN(fs::Handle * h, vol_->open(path, flags, mode));
   return File(this, h);
 }
 
-Status FileSystem::mkdir(std::string_view path, uint32_t mode) {
-  if (!vol_) return not_mounted();
-  return vol_->mkdir(path, mode);
-}
-Status FileSystem::rmdir(std::string_view path) {
-  if (!vol_) return not_mounted();
-  return vol_->rmdir(path);
-}
-Status FileSystem::unlink(std::string_view path) {
-  if (!vol_) return not_mounted();
-  return vol_->unlink(path);
-}
-Status FileSystem::rename(std::string_view from, std::string_view to) {
-  if (!vol_) return not_mounted();
-  return vol_->rename(from, to);
-}
-Result<std::vector<DirEntry>> FileSystem::readdir(std::string_view path) {
-  if (!vol_) return not_mounted();
-  return vol_->readdir(path);
-}
-Result<Stat> FileSystem::stat(std::string_view path) {
-  if (!vol_) return not_mounted();
-  return vol_->stat(path);
-}
-Result<StatFs> FileSystem::statfs() {
-  if (!vol_) return not_mounted();
-  return vol_->statfs();
-}
-Status FileSystem::sync() {
-  if (!vol_) return not_mounted();
-  return vol_->sync();
-}
+Status FileSystem::mkdir(std::string_view path, uint32_t mode) { return vol_->mkdir(path, mode); }
+Status FileSystem::rmdir(std::string_view path) { return vol_->rmdir(path); }
+Status FileSystem::unlink(std::string_view path) { return vol_->unlink(path); }
+Status FileSystem::rename(std::string_view from, std::string_view to) { return vol_->rename(from, to); }
+Result<std::vector<DirEntry>> FileSystem::readdir(std::string_view path) { return vol_->readdir(path); }
+Result<Stat> FileSystem::stat(std::string_view path) { return vol_->stat(path); }
+Result<StatFs> FileSystem::statfs() { return vol_->statfs(); }
+Status FileSystem::sync() { return vol_->sync(); }
 device::Device& FileSystem::device() { return vol_->device(); }
-FaultStats FileSystem::fault_stats() const { return dax_ ? dax_->stats() : FaultStats{}; }
-void FileSystem::reset_fault_stats() {
-  if (dax_) dax_->reset_stats();
-}
+FaultStats FileSystem::fault_stats() const { return dax_->stats(); }
+void FileSystem::reset_fault_stats() { dax_->reset_stats(); }
 Status FileSystem::crash(const CrashOptions& opt) {
   if (!vol_) return not_mounted();
   device::SimDevice* sim = device::as_sim(&vol_->device());
