@@ -138,7 +138,7 @@ TEST_F(IoTest, NumbersTakeUnitsAndCNotation) {
   EXPECT_EQ(lines(r.err), (std::vector<std::string>{
                               "non-numeric length argument -- 1q",
                               "pwrite [-S BYTE|-p BYTE] OFF LEN -- write BYTE (default 0xcd) over "
-                              "a range, 4 KiB a op"}));
+                              "a range, 4 KiB per op"}));
 }
 
 TEST_F(IoTest, LayoutCommandsShowInStat) {

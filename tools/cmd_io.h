@@ -39,7 +39,6 @@ inline constexpr unsigned char kMwriteByte = 'X';   // xfs_io's mwrite default
 // Everything one run works on. The file system is declared first so that the file and
 // the mapping, which must not outlive it, are destroyed before it.
 struct Session {
-  std::string image;
   std::unique_ptr<FileSystem> fs;
   File file;
   std::string path;
@@ -480,7 +479,8 @@ struct IoCommand {
   void (*run)(Session&, const Opts&);
 };
 
-// Words counts of 0 or 2 (m* commands) are checked in run_command.
+// min_words/max_words bound the words left after the options; the m* commands take
+// none or both of OFF and LEN, which run_command checks.
 inline constexpr IoCommand kIoCommands[] = {
     {"open", "[-c] [-r] FILE", "open FILE (-c create it, -r read-only); replaces the open file",
      "cr", 1, 1, Needs::kNothing, cmd_open},
@@ -490,16 +490,17 @@ inline constexpr IoCommand kIoCommands[] = {
      cmd_falloc},
     {"fpunch", "OFF LEN", "punch a hole", "", 2, 2, Needs::kFile, cmd_fpunch},
     {"fzero", "[-k] OFF LEN", "zero a range (-k keep the size)", "k", 2, 2, Needs::kFile, cmd_fzero},
-    {"pwrite", "[-S BYTE|-p BYTE] OFF LEN", "write BYTE (default 0xcd) over a range, 4 KiB a op",
+    {"pwrite", "[-S BYTE|-p BYTE] OFF LEN", "write BYTE (default 0xcd) over a range, 4 KiB per op",
      "S:p:", 2, 2, Needs::kFile, cmd_pwrite},
-    {"pread", "[-v] OFF LEN", "read a range, 4 KiB a op (-v dump it in hex)", "v", 2, 2,
+    {"pread", "[-v] OFF LEN", "read a range, 4 KiB per op (-v dump it in hex)", "v", 2, 2,
      Needs::kFile, cmd_pread},
     {"mmap", "[-S|-p] [-r|-w] OFF LEN",
      "map a range of the file: -S MAP_SHARED_VALIDATE|MAP_SYNC, -p MAP_PRIVATE, else "
      "MAP_SHARED; -r read-only, -w read-write (default); replaces the current mapping",
      "Sprw", 2, 2, Needs::kFile, cmd_mmap},
     {"mwrite", "[-P] [-S BYTE|-p BYTE] [OFF LEN]",
-     "store BYTE (default 'X') through the mapping (-P persist the range with Mapping::persist)",
+     "store BYTE (default 'X') through the mapping; -P persists the range with "
+     "Mapping::persist: cache-line flushes on a MAP_SYNC mapping, msync on any other",
      "PS:p:", 0, 2, Needs::kMapping, cmd_mwrite},
     {"mread", "[-v] [OFF LEN]", "load a range through the mapping (-v dump it in hex)", "v", 0, 2,
      Needs::kMapping, cmd_mread},
@@ -609,7 +610,6 @@ inline Action setup_io(CLI::App& sub) {
   sub.footer(footer);
   return [o]() {
     io::Session s;
-    s.image = o->image;
     s.fs = mount_image(o->image);
     for (const std::string& line : o->commands) {
       io::run_command(s, line);
