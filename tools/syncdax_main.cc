@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "cmd_files.h"
 #include "cmd_image.h"
+#include "cmd_io.h"
 
 namespace {
 
@@ -25,6 +26,8 @@ const Command kCommands[] = {
     {"put", "copy a local file into an image (and fsync it)", sdx::cli::setup_put},
     {"get", "copy a file out of an image", sdx::cli::setup_get},
     {"stat", "print size, blocks, extents and times of a file", sdx::cli::setup_stat},
+    {"io", "run xfs_io-style commands (pread, pwrite, mmap, crash, ...) on one mount",
+     sdx::cli::setup_io},
 };
 
 int report(const std::string& what, const std::string& message) {

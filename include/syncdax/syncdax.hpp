@@ -244,7 +244,10 @@ class FileSystem {
   // Simulated power failure (sim device only; EOPNOTSUPP otherwise): nothing more is
   // written, unflushed lines survive with `survive_prob` (torn at 8-byte granularity
   // with `torn`), then the journal is replayed and the file system mounted again in
-  // place. Files and mappings must be closed first (EBUSY).
+  // place with the options of the first mount. Files and mappings must be closed first
+  // (EBUSY); survive_prob outside [0, 1] is EINVAL. Fault statistics start again from
+  // zero. If recovery fails, crash returns its error and the file system stays
+  // unmounted: then only unmount and crash (both EIO) and destruction may follow.
   struct CrashOptions {
     double survive_prob = 0.5;
     bool torn = false;

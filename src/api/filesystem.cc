@@ -13,6 +13,10 @@ namespace sdx {
 
 namespace {
 Status not_open() { return fail(EBADF, "file is not open"); }
+// After a crash whose recovery mount failed there is no volume left.
+std::unexpected<Error> not_mounted() {
+  return fail(EIO, "file system is not mounted: recovery after a simulated crash failed");
+}
 }  // namespace
 
 // ---- File ----
@@ -145,7 +149,10 @@ FsckReport FileSystem::fsck(const std::string& path) {
 
 FsckReport FileSystem::fsck(device::Device& dev) { return fs::Volume::fsck(dev); }
 
-Status FileSystem::unmount() { return vol_->unmount(); }
+Status FileSystem::unmount() {
+  if (!vol_) return not_mounted();
+  return vol_->unmount();
+}
 
 Result<File> FileSystem::open(std::string_view path, int flags, uint32_t mode) {
   SDX_ASSIGN(fs::Handle * h, vol_->open(path, flags, mode));
@@ -166,6 +173,25 @@ Status FileSystem::sync() {
 device::Device& FileSystem::device() { return vol_->device(); }
 FaultStats FileSystem::fault_stats() const { return dax_->stats(); }
 void FileSystem::reset_fault_stats() { dax_->reset_stats(); }
-Status FileSystem::crash(const CrashOptions&) { return fail(ENOSYS, "crash: not yet implemented"); }
+Status FileSystem::crash(const CrashOptions& opt) {
+  if (!vol_) return not_mounted();
+  device::SimDevice* sim = device::as_sim(&vol_->device());
+  if (!sim) {
+    return fail(EOPNOTSUPP, "crash: only a sim device can simulate a power failure (this is a " +
+                                std::string(device::kind_name(vol_->device().kind())) + " device)");
+  }
+  if (!(opt.survive_prob >= 0.0 && opt.survive_prob <= 1.0)) {
+    return fail(EINVAL, "crash: survive probability must be between 0 and 1");
+  }
+  SDX_ASSIGN(auto dev, vol_->abandon());
+  // The dax layer refers to the volume, so it goes first, as in the destructor; fault
+  // statistics start again with the new mount.
+  dax_.reset();
+  vol_.reset();
+  sim->power_fail(opt.survive_prob, opt.torn, opt.seed);
+  SDX_ASSIGN(vol_, fs::Volume::mount(std::move(dev), opt_));
+  dax_ = std::make_unique<dax::Dax>(*vol_);
+  return ok();
+}
 
 }  // namespace sdx

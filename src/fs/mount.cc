@@ -332,6 +332,17 @@ Status Volume::unmount() {
   return ok();
 }
 
+Result<std::unique_ptr<device::Device>> Volume::abandon() {
+  if (!mounted_) return fail(EINVAL, "file system is not mounted");
+  {
+    Lock l(mu_);
+    if (!handles_.empty()) return fail(EBUSY, "file system busy: " + std::to_string(handles_.size()) + " files still open");
+  }
+  journal_->stop_committer();
+  mounted_ = false;
+  return std::move(dev_);
+}
+
 FsckReport Volume::fsck(device::Device& dev) {
   FsckReport r;
   // Replay the journal into a private copy: fsck only reads the image it checks.

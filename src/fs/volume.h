@@ -129,6 +129,11 @@ class Volume {
   ~Volume();
 
   Status unmount();
+  // Simulated power failure: stop the committer and give back the device without
+  // committing, checkpointing or writing anything else, so that the medium holds
+  // exactly what the failure left. The volume is unmounted afterwards and its
+  // destructor writes nothing. EBUSY while files are open.
+  Result<std::unique_ptr<device::Device>> abandon();
 
   Result<Handle*> open(std::string_view path, int flags, uint32_t mode);
   // A second handle on the same open file (a mapping keeps one, as the kernel's
