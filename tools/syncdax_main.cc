@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "cmd_faultbench.h"
 #include "cmd_files.h"
 #include "cmd_image.h"
 
@@ -25,6 +26,8 @@ const Command kCommands[] = {
     {"put", "copy a local file into an image (and fsync it)", sdx::cli::setup_put},
     {"get", "copy a file out of an image", sdx::cli::setup_get},
     {"stat", "print size, blocks, extents and times of a file", sdx::cli::setup_stat},
+    {"faultbench", "page-fault latency of syncdax mappings, with and without MAP_SYNC, against the kernel's",
+     sdx::cli::setup_faultbench},
 };
 
 int report(const std::string& what, const std::string& message) {
