@@ -73,12 +73,19 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// Page faults the kernel resolved for this thread (the background copier excluded).
-// Major ones too: a fault the kernel had to retry counts as major without any I/O.
-uint64_t kernel_faults() {
+// What the kernel counted for the measuring thread (the background copier excluded):
+// the page faults it resolved, major ones too (a fault the kernel had to retry counts
+// as major without any I/O); and its context switches, which tell a slow store that
+// waited for another thread (voluntary: a lock, a commit) from one whose CPU was taken
+// (involuntary: preempted, as on a shared machine with more runnable threads than CPUs).
+struct ThreadCounts {
+  uint64_t faults = 0, waits = 0, preemptions = 0;
+};
+ThreadCounts thread_counts() {
   rusage ru{};
   ::getrusage(RUSAGE_THREAD, &ru);
-  return static_cast<uint64_t>(ru.ru_minflt + ru.ru_majflt);
+  return {static_cast<uint64_t>(ru.ru_minflt + ru.ru_majflt), static_cast<uint64_t>(ru.ru_nvcsw),
+          static_cast<uint64_t>(ru.ru_nivcsw)};
 }
 
 // The 1-minute load average and the CPUs to run it on: how shared the machine was.
@@ -149,7 +156,7 @@ struct CopyLoad {
 // One run of one row: N pages, one timed store each.
 struct Run {
   std::vector<double> us;       // latency of the first store to each page, in page order
-  uint64_t kernel_faults = 0;   // page faults the kernel resolved for the measuring thread
+  ThreadCounts kernel;          // of the measuring thread, while timing
   std::optional<FaultStats> faults;  // syncdax rows: what its fault handler did
   uint64_t commits = 0;         // syncdax rows: journal commits while timing (all threads)
   std::optional<CopyLoad> load;
@@ -172,7 +179,7 @@ struct Row {
   // Faults per run: syncdax's own count, else the kernel's.
   double faults_per_run() const {
     double n = 0;
-    for (const Run& r : runs) n += static_cast<double>(r.faults ? r.faults->total() : r.kernel_faults);
+    for (const Run& r : runs) n += static_cast<double>(r.faults ? r.faults->total() : r.kernel.faults);
     return runs.empty() ? 0 : n / static_cast<double>(runs.size());
   }
 };
@@ -277,7 +284,7 @@ template <class After>
 Run time_stores(std::byte* base, size_t pages, After&& after) {
   Run r;
   r.us.resize(pages);
-  const uint64_t flt0 = kernel_faults();
+  const ThreadCounts before = thread_counts();
   for (size_t i = 0; i < pages; ++i) {
     auto* p = reinterpret_cast<volatile uint64_t*>(base + i * kPage);
     const uint64_t t0 = now_ns();
@@ -286,7 +293,9 @@ Run time_stores(std::byte* base, size_t pages, After&& after) {
     r.us[i] = static_cast<double>(t1 - t0) / 1e3;
     after(const_cast<uint64_t*>(p));
   }
-  r.kernel_faults = kernel_faults() - flt0;
+  const ThreadCounts after_all = thread_counts();
+  r.kernel = {after_all.faults - before.faults, after_all.waits - before.waits,
+              after_all.preemptions - before.preemptions};
   return r;
 }
 void nothing(uint64_t*) {}
@@ -548,13 +557,12 @@ void print_run(const Row& row, const Run& r, size_t i, size_t n) {
   const auto h = histogram_of(r.us);
   for (size_t b = 0; b < h.size(); ++b)
     if (h[b]) std::printf("%s: %llu\n", bucket_label(b).c_str(), static_cast<unsigned long long>(h[b]));
-  if (r.faults) {
-    std::printf("  syncdax faults: %s\n", fault_counters(*r.faults, 1).c_str());
-    std::printf("  kernel page faults: %llu; journal commits meanwhile: %llu\n",
-                static_cast<unsigned long long>(r.kernel_faults), static_cast<unsigned long long>(r.commits));
-  } else {
-    std::printf("  kernel page faults: %llu\n", static_cast<unsigned long long>(r.kernel_faults));
-  }
+  if (r.faults) std::printf("  syncdax faults: %s\n", fault_counters(*r.faults, 1).c_str());
+  std::printf("  kernel page faults: %llu; context switches: %llu waits, %llu preemptions",
+              static_cast<unsigned long long>(r.kernel.faults), static_cast<unsigned long long>(r.kernel.waits),
+              static_cast<unsigned long long>(r.kernel.preemptions));
+  if (r.faults) std::printf("; journal commits: %llu", static_cast<unsigned long long>(r.commits));
+  std::printf("\n");
   if (r.load) {
     std::printf("  background copy meanwhile: %s at %.0f MiB/s, %llu fdatasyncs\n", mib(r.load->bytes).c_str(),
                 r.load->mib_per_s(), static_cast<unsigned long long>(r.load->fdatasyncs));
@@ -611,6 +619,21 @@ void print_summary(const std::vector<Row>& rows, const Row& shm, const FaultBenc
     std::printf("\n");
   }
   std::printf("\n");
+
+  std::printf("Where the slowest stores went, per run: stores over 1 ms, and the measuring thread's context\n"
+              "switches (waits: it blocked on another thread's lock or commit; preemptions: its CPU was taken)\n");
+  std::printf("%-34s %9s %9s %12s\n", "", ">1 ms", "waits", "preemptions");
+  for (const Row& row : rows) {
+    double slow = 0, waits = 0, preemptions = 0;
+    for (const Run& r : row.runs) {
+      slow += static_cast<double>(std::count_if(r.us.begin(), r.us.end(), [](double v) { return v > 1000; }));
+      waits += static_cast<double>(r.kernel.waits);
+      preemptions += static_cast<double>(r.kernel.preemptions);
+    }
+    const double n = static_cast<double>(row.runs.size());
+    std::printf("%-34s %9.1f %9.1f %12.1f\n", row.label.c_str(), slow / n, waits / n, preemptions / n);
+  }
+  std::printf("\n");
 }
 
 Json stats_json(const Stats& s) {
@@ -664,7 +687,8 @@ Json rows_json(const std::vector<Row>& rows, const Row& shm) {
     for (const Run& r : row.runs) {
       Json rj{{"stats", stats_json(stats_of(r.us))},
               {"histogram", histogram_json(r.us)},
-              {"kernel_page_faults", r.kernel_faults},
+              {"kernel_page_faults", r.kernel.faults},
+              {"context_switches", {{"voluntary", r.kernel.waits}, {"involuntary", r.kernel.preemptions}}},
               {"store_us", r.us}};
       if (r.faults) {
         rj["syncdax_faults"] = faults_json(*r.faults);
