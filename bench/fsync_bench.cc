@@ -7,25 +7,22 @@
 // Prints p50/p99/mean/max in microseconds, operations per second and ext4/syncdax ratios.
 // A benchmark, not a test: it never fails on speed.
 #include <fcntl.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <numeric>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "device/device.h"
+#include "fs_type.h"
 #include "pmem/pmem.h"
 #include "syncdax/syncdax.hpp"
 
@@ -88,52 +85,6 @@ Series measure(const std::string& name, int n, double max_s, Op&& op) {
   }
   s.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   return s;
-}
-
-// What `stat -f -c %T` would say, plus the mount table's own answer.
-std::string fs_type_of(const std::string& dir) {
-  std::string out;
-  struct statfs sf {};
-  if (::statfs(dir.c_str(), &sf) != 0) return std::string("unknown (") + std::strerror(errno) + ")";
-  unsigned long magic = static_cast<unsigned long>(sf.f_type);
-  const char* name = "unknown";
-  switch (magic) {
-    case 0xEF53: name = "ext2/ext3"; break;  // ext4 shares the magic; stat -f prints this
-    case 0x01021994: name = "tmpfs"; break;
-    case 0x58465342: name = "xfs"; break;
-    case 0x9123683E: name = "btrfs"; break;
-    case 0x794C7630: name = "overlayfs"; break;
-    case 0x6969: name = "nfs"; break;
-    case 0x65735546: name = "fuseblk"; break;
-  }
-  char buf[128];
-  std::snprintf(buf, sizeof buf, "stat -f: %s (magic 0x%lx)", name, magic);
-  out = buf;
-
-  char real[PATH_MAX];
-  if (!::realpath(dir.c_str(), real)) return out;
-  std::string path = real;
-  std::ifstream mi("/proc/self/mountinfo");
-  std::string line, best_mp, best_type, best_src;
-  while (std::getline(mi, line)) {
-    std::istringstream ls(line);
-    std::string id, parent, devno, root, mp;
-    ls >> id >> parent >> devno >> root >> mp;
-    size_t dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream tail(line.substr(dash + 3));
-    std::string type, src;
-    tail >> type >> src;
-    bool covers = path == mp || mp == "/" ||
-                  (path.size() > mp.size() && path.compare(0, mp.size(), mp) == 0 && path[mp.size()] == '/');
-    if (covers && mp.size() >= best_mp.size()) {
-      best_mp = mp;
-      best_type = type;
-      best_src = src;
-    }
-  }
-  if (!best_type.empty()) out += "; mounted as " + best_type + " from " + best_src + " on " + best_mp;
-  return out;
 }
 
 void print_row(const char* label, const Series& s) {
@@ -202,7 +153,7 @@ int main(int argc, char** argv) {
               std::string(sdx::pmem::flush_kind_name(pc.flush)).c_str(),
               pc.nontemporal ? ", non-temporal copies" : "");
   std::printf("           durability: %s\n", fs->device().durability().c_str());
-  std::printf("  ext4:    %s (%s)\n", ext4_path.c_str(), fs_type_of(dir).c_str());
+  std::printf("  ext4:    %s (%s)\n", ext4_path.c_str(), sdx::bench::fs_type_of(dir).description.c_str());
   std::printf("\n");
 
   // (a) syncdax: allocate a new block + fdatasync.

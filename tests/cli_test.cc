@@ -1,5 +1,8 @@
 // The `syncdax` command-line tool, run as a separate process: mkfs, put/get round trip,
-// ls, stat, info, fsck exit statuses, and rejection of bad arguments.
+// ls, stat, info, fsck exit statuses, rejection of bad arguments, and that the fault
+// benchmark runs end to end.
+#include <unistd.h>
+
 #include <fstream>
 #include <random>
 #include <string>
@@ -139,12 +142,39 @@ TEST_F(CliTest, ErrorsNameTheObject) {
   EXPECT_NE(unknown.code, 0);
 }
 
+// A smoke run: small enough to stay fast, and it must still print every row of the
+// summary, count the one synchronous fault that prepares an empty file, and leave no
+// medium behind.
+TEST_F(CliTest, FaultbenchRunsAndSummarises) {
+  Outcome r = syncdax({"faultbench", "--pages", "16", "--repeat", "1", "--copy-size", "1m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("durability:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("File empty, background load, MAP_SYNC  [run 1/1]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("min="), std::string::npos) << r.out;
+  const size_t summary = r.out.find("Summary:");
+  ASSERT_NE(summary, std::string::npos) << r.out;
+  const std::string table = r.out.substr(summary);
+  EXPECT_NE(table.find("kernel shmem minor fault"), std::string::npos) << table;
+  EXPECT_NE(table.find("syncdax prealloc, idle, MAP_SHARED"), std::string::npos) << table;
+  EXPECT_NE(table.find("syncdax empty, load, MAP_SYNC"), std::string::npos) << table;
+  EXPECT_NE(table.find("write-sync 1,"), std::string::npos) << table;  // one fault prepares the 16 pages
+
+  const std::string pid_tag = "syncdax-faultbench-";
+  const size_t at = r.out.find("/dev/shm/" + pid_tag);
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string image = r.out.substr(at, r.out.find_first_of(" \n", at) - at);
+  EXPECT_NE(::access(image.c_str(), F_OK), 0) << image << " left behind";
+}
+
 TEST_F(CliTest, EverySubcommandHasHelp) {
   for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat", "io"}) {
     Outcome r = syncdax({cmd, "--help"});
     EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
     EXPECT_NE(r.out.find("IMAGE"), std::string::npos) << cmd << ": " << r.out;
   }
+  Outcome fb = syncdax({"faultbench", "--help"});
+  EXPECT_EQ(fb.code, 0) << fb.err;
+  EXPECT_NE(fb.out.find("--pages"), std::string::npos) << fb.out;
   Outcome top = syncdax({"--help"});
   EXPECT_EQ(top.code, 0);
   EXPECT_NE(top.out.find("mkfs"), std::string::npos) << top.out;

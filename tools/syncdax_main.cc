@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "cmd_faultbench.h"
 #include "cmd_files.h"
 #include "cmd_image.h"
 #include "cmd_io.h"
@@ -28,6 +29,8 @@ const Command kCommands[] = {
     {"stat", "print size, blocks, extents and times of a file", sdx::cli::setup_stat},
     {"io", "run xfs_io-style commands (pread, pwrite, mmap, crash, ...) on one mount",
      sdx::cli::setup_io},
+    {"faultbench", "page-fault latency of syncdax mappings, with and without MAP_SYNC, against the kernel's",
+     sdx::cli::setup_faultbench},
 };
 
 int report(const std::string& what, const std::string& message) {
