@@ -5,7 +5,6 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -112,8 +111,8 @@ class Journal {
   uint64_t max_tx_;     // a running transaction at this size is full
 
   mutable Mutex mu_;    // running_, committing_, counters
-  std::condition_variable cv_;            // handles closing, commits finishing
-  std::condition_variable committer_cv_;  // wakes the background committer to stop
+  CondVar cv_;            // handles closing, commits finishing
+  CondVar committer_cv_;  // wakes the background committer to stop
   std::unique_ptr<Tx> running_;
   std::unique_ptr<Tx> spare_;  // the last committed transaction, emptied
   bool committing_ = false;
