@@ -10,8 +10,6 @@
 #include <memory>
 #include <span>
 #include <thread>
-#include <unordered_map>
-#include <vector>
 
 #include "common/lock.h"
 #include "syncdax/status.hpp"
@@ -114,7 +112,7 @@ class Journal {
   CondVar cv_;            // handles closing, commits finishing
   CondVar committer_cv_;  // wakes the background committer to stop
   std::unique_ptr<Tx> running_;
-  std::unique_ptr<Tx> spare_;  // the last committed transaction, emptied
+  std::unique_ptr<Tx> spare_;  // emptied, becomes running_ at the next commit; null during one
   bool committing_ = false;
   std::atomic<uint64_t> committed_{0};
   Status error_;        // a failed write poisons the journal: no later commit succeeds
