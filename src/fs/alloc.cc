@@ -5,7 +5,7 @@
 
 namespace sdx::fs {
 
-void Allocator::remove_run(std::map<uint64_t, uint64_t>::iterator it) {
+void Allocator::remove_run(ByStart::iterator it) {
   by_len_.erase({it->second, it->first});
   free_ -= it->second;
   by_start_.erase(it);

@@ -1,12 +1,15 @@
 // fs/alloc: the in-memory free-space index built from the on-media bitmap at mount.
 // Prefers contiguous space: extend at a goal block, else the smallest free run that
 // fits, else the largest. Knows nothing of files or journals; callers log the bitmap.
+// A write fault allocates, so its indexes take SafeAllocator memory.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <set>
 #include <utility>
+
+#include "common/safe_alloc.h"
 
 namespace sdx::fs {
 
@@ -27,10 +30,12 @@ class Allocator {
   bool is_free(uint64_t block) const;
 
  private:
-  void remove_run(std::map<uint64_t, uint64_t>::iterator it);
+  using ByStart = std::map<uint64_t, uint64_t, std::less<>, SafeAllocator<std::pair<const uint64_t, uint64_t>>>;
+  using ByLen = std::set<std::pair<uint64_t, uint64_t>, std::less<>, SafeAllocator<std::pair<uint64_t, uint64_t>>>;
+  void remove_run(ByStart::iterator it);
   void insert_run(uint64_t start, uint64_t len);
-  std::map<uint64_t, uint64_t> by_start_;         // start -> len
-  std::set<std::pair<uint64_t, uint64_t>> by_len_; // (len, start)
+  ByStart by_start_;  // start -> len
+  ByLen by_len_;      // (len, start)
   uint64_t free_ = 0;
 };
 

@@ -75,14 +75,14 @@ Status Volume::log_extents(journal::Handle& h, Inode& ino) {
   while (ino.leaves.size() < need) {
     SDX_ASSIGN(Run r, alloc_blocks(h, ino.leaves.empty() ? ino.index_block + 1 : ino.leaves.back() + 1, 1, true));
     ino.leaves.push_back(r.start);
-    ino.leaf_images.emplace_back();  // empty: always logged
+    ino.leaf_images.emplace_back();  // zeros, unlike any sealed leaf: always logged
     index_changed = true;
   }
   if (need == 0) return ok();  // inline in the inode
   auto it = ino.extents.begin();
-  std::vector<std::byte> img(kBlockSize);
+  BlockImage img;  // on the stack: the fault path calls this and must not allocate
   for (size_t leaf = 0; leaf < need; ++leaf) {
-    std::fill(img.begin(), img.end(), std::byte{0});
+    img.fill(std::byte{0});
     media::BlockHeader hdr{media::kLeafMagic, 0, 0, 0, ino.ino};
     for (uint32_t i = 0; i < media::kExtentsPerLeaf && it != ino.extents.end(); ++i, ++it) {
       const Extent& e = it->second;
@@ -99,7 +99,7 @@ Status Volume::log_extents(journal::Handle& h, Inode& ino) {
     }
   }
   if (index_changed) {
-    std::fill(img.begin(), img.end(), std::byte{0});
+    img.fill(std::byte{0});
     media::BlockHeader hdr{media::kIndexMagic, 0, static_cast<uint32_t>(need), 0, ino.ino};
     std::memcpy(img.data(), &hdr, sizeof hdr);
     std::memcpy(img.data() + sizeof hdr, ino.leaves.data(), need * sizeof(uint64_t));
@@ -221,7 +221,7 @@ void Volume::remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t 
 
 void Volume::set_unwritten(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, bool unwritten,
                            Fill fill) {
-  std::vector<Extent> changed;
+  SafeVector<Extent> changed;  // merged in after the walk, which they would disturb
   auto it = ino.extents.upper_bound(fb);
   if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
   while (it != ino.extents.end() && it->second.file_block < end_fb) {
@@ -361,7 +361,7 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
   const uint64_t fb = off / kBlockSize;
   const bool write = intent & kIomapWrite;
   const uint64_t eof_fb = (ino.size + kBlockSize - 1) / kBlockSize;
-  if ((intent & kIomapFault) && fb >= eof_fb) return fail(ENXIO, "fault beyond end of file");
+  if ((intent & kIomapFault) && fb >= eof_fb) return fail(ENXIO, "beyond EOF");  // short: no heap for the message (SSO)
   Iomap m;
   const Extent* e = find_extent(ino, fb);
   if (write && (intent & kIomapFault)) {

@@ -169,7 +169,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
           break;
         }
         ino->leaves.push_back(leaf);
-        ino->leaf_images.emplace_back(lb, lb + kBlockSize);
+        std::memcpy(ino->leaf_images.emplace_back().data(), lb, kBlockSize);
         for (uint32_t e = 0; e < lh.count; ++e) {
           media::DiskExtent de;
           std::memcpy(&de, lb + sizeof lh + e * sizeof de, sizeof de);

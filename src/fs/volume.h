@@ -5,6 +5,7 @@
 // fault (that is the dax layer), and never write metadata home itself.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "common/lock.h"
+#include "common/safe_alloc.h"
 #include "fs/alloc.h"
 #include "journal/journal.h"
 #include "media/format.h"
@@ -36,7 +38,9 @@ struct Extent {
   uint64_t seq = 0;  // transaction that last changed this mapping (for DIRTY)
   uint64_t file_end() const { return file_block + len; }
 };
-using ExtentMap = std::map<uint64_t, Extent>;  // by file_block
+// By file_block. A write fault changes it, so its nodes come from SafeAllocator.
+using ExtentMap = std::map<uint64_t, Extent, std::less<>, SafeAllocator<std::pair<const uint64_t, Extent>>>;
+using BlockImage = std::array<std::byte, kBlock>;
 
 struct DirEntryRef {
   uint64_t ino = 0;
@@ -61,8 +65,10 @@ struct Inode {
   uint32_t extsize_blocks = 0;
   ExtentMap extents;
   uint64_t index_block = 0;
-  std::vector<uint64_t> leaves;
-  std::vector<std::vector<std::byte>> leaf_images;  // last logged; unchanged leaves are not re-logged
+  SafeVector<uint64_t> leaves;
+  // The last logged image of each leaf, whole, so that an unchanged leaf is never
+  // re-logged and a changed one always is (a checksum could collide).
+  SafeVector<BlockImage> leaf_images;
   std::unique_ptr<Dir> dir;
   uint32_t opens = 0;
 
@@ -234,9 +240,11 @@ class Volume {
   std::vector<uint8_t> bitmap_;
   Allocator alloc_;
   std::vector<std::unique_ptr<Handle>> handles_;
-  Mutex freed_mu_;  // blocks freed by transactions not yet durable
-  std::vector<std::pair<uint64_t, Run>> freed_;  // (seq, run)
-  std::vector<Run> released_;
+  // Blocks freed by transactions not yet durable. A fault frees (a map that shrinks
+  // drops a leaf) and its commit releases, hence SafeVector.
+  Mutex freed_mu_;
+  SafeVector<std::pair<uint64_t, Run>> freed_;  // (seq, run)
+  SafeVector<Run> released_;
   LayoutHook layout_hook_ = nullptr;
   void* layout_ctx_ = nullptr;
   bool mounted_ = false;

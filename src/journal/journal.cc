@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <unordered_map>
 
 #include "common/crc32c.h"
+#include "common/safe_alloc.h"
 #include "device/device.h"
 
 namespace sdx::journal {
@@ -47,6 +49,7 @@ struct Revoked {
 // never reused inside the transaction that frees it, so "at" is safe). Sorted by offset
 // with a running maximum of range ends, a lookup only visits revokes that can overlap:
 // replay and checkpoint stay linear in the log rather than records x revokes.
+// Checkpoints run on the fault path, so its memory comes from SafeAllocator.
 class RevokeIndex {
  public:
   void add(uint64_t off, uint64_t len, uint64_t seq) { revs_.push_back({off, len, seq}); }
@@ -68,8 +71,8 @@ class RevokeIndex {
   }
 
  private:
-  std::vector<Revoked> revs_;
-  std::vector<uint64_t> max_end_;
+  SafeVector<Revoked> revs_;
+  SafeVector<uint64_t> max_end_;
 };
 
 uint64_t round8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
@@ -113,6 +116,8 @@ void write_header(device::Device& dev, Region log, uint64_t start_seq) {
 
 }  // namespace
 
+// Handles on the fault path log into it: its containers take SafeAllocator memory, and
+// keep it across reuse.
 struct Tx {
   explicit Tx(uint64_t s) : seq(s) {}
   struct Rec {
@@ -124,9 +129,11 @@ struct Tx {
   uint64_t seq;
   int handles = 0;  // guarded by Journal::mu_
   Mutex mu;         // records, for handles logging at the same time
-  std::vector<Rec> recs;
-  std::vector<std::byte> data;
-  std::unordered_map<uint64_t, size_t> by_off;  // rewriting the same range replaces it
+  SafeVector<Rec> recs;
+  SafeVector<std::byte> data;
+  // Rewriting the same range replaces it.
+  std::unordered_map<uint64_t, size_t, std::hash<uint64_t>, std::equal_to<>,
+                     SafeAllocator<std::pair<const uint64_t, size_t>>> by_off;
   std::atomic<uint64_t> bytes{sizeof(TxHeader)};
 
   // Empty it for reuse as transaction `s`, keeping the memory.
@@ -194,21 +201,21 @@ struct Found {
 // The committed transactions of the epoch that starts at log position 0 with
 // `start_seq`, and their revokes.
 struct Scan {
-  std::vector<Found> txs;
+  SafeVector<Found> txs;
   RevokeIndex revs;
   uint64_t end = 0;   // log position after the last one
   uint64_t next = 0;  // the sequence the next transaction would have
 };
 
-bool valid_tx_at(const std::byte* area, uint64_t capacity, uint64_t pos, uint64_t min_seq, TxHeader* out,
-                 std::vector<std::byte>& scratch) {
+bool valid_tx_at(const std::byte* area, uint64_t capacity, uint64_t pos, uint64_t min_seq, TxHeader* out) {
   std::memcpy(out, area + pos, sizeof *out);
-  const TxHeader& th = *out;
+  TxHeader th = *out;
   if (th.magic != kTxMagic || th.seq < min_seq || th.total < sizeof th || th.total % 64 || th.total > capacity - pos)
     return false;
-  scratch.assign(area + pos, area + pos + th.total);
-  std::memset(scratch.data() + offsetof(TxHeader, crc), 0, sizeof(uint32_t));
-  return crc32c(scratch) == th.crc;  // torn: never acknowledged, so never happened
+  // The checksum is over the header with its crc field zero, then every record.
+  th.crc = 0;
+  const uint32_t crc = crc32c(area + pos + sizeof th, th.total - sizeof th, crc32c(&th, sizeof th));
+  return crc == out->crc;  // torn: never acknowledged, so never happened
 }
 
 Result<Scan> scan_log(const device::Device& dev, Region log, Region home, uint64_t start_seq) {
@@ -216,14 +223,13 @@ Result<Scan> scan_log(const device::Device& dev, Region log, Region home, uint64
   const std::byte* area = dev.bytes().data() + log.offset + kHeaderBytes;
   Scan sc;
   sc.next = start_seq;
-  std::vector<std::byte> scratch;
   TxHeader th;
-  while (capacity - sc.end >= sizeof(TxHeader) && valid_tx_at(area, capacity, sc.end, sc.next, &th, scratch)) {
+  while (capacity - sc.end >= sizeof(TxHeader) && valid_tx_at(area, capacity, sc.end, sc.next, &th)) {
     uint64_t p = sizeof th;
     for (uint32_t i = 0; i < th.nrec; ++i) {
       RecHeader rh;
       if (th.total - p < sizeof rh) return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " is malformed");
-      std::memcpy(&rh, scratch.data() + p, sizeof rh);
+      std::memcpy(&rh, area + sc.end + p, sizeof rh);
       p += sizeof rh;
       if (!home.contains(rh.off, rh.len))
         return fail(EUCLEAN, "journal transaction " + std::to_string(th.seq) + " has a record outside the metadata area");
@@ -269,10 +275,9 @@ Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) 
   // replaying around it would silently drop what fsync acknowledged.
   const uint64_t capacity = log.length - kHeaderBytes;
   const std::byte* area = dev.bytes().data() + log.offset + kHeaderBytes;
-  std::vector<std::byte> scratch;
   for (uint64_t q = sc.end + 64; q + sizeof(TxHeader) <= capacity; q += 64) {
     TxHeader th;
-    if (valid_tx_at(area, capacity, q, sc.next, &th, scratch))
+    if (valid_tx_at(area, capacity, q, sc.next, &th))
       return fail(EUCLEAN, "journal transaction " + std::to_string(sc.next) + " is damaged but transaction " +
                                std::to_string(th.seq) + " after it is intact");
   }
@@ -283,9 +288,11 @@ Result<uint64_t> Journal::recover(device::Device& dev, Region log, Region home) 
   return sc.next;
 }
 
+// Both transactions exist from the start: a commit swaps the spare in as the running
+// one, so neither commit nor start() ever allocates one (the fault path does both).
 Journal::Journal(device::Device& dev, Region log, Region home, uint64_t next_seq)
     : dev_(dev), log_(log), home_(home), capacity_(log.length - kHeaderBytes), max_tx_(capacity_ / 4),
-      running_(std::make_unique<Tx>(next_seq)), start_seq_(next_seq) {
+      running_(std::make_unique<Tx>(next_seq)), spare_(std::make_unique<Tx>(0)), start_seq_(next_seq) {
   committed_.store(next_seq - 1);
 }
 
@@ -328,7 +335,7 @@ Status Journal::commit(uint64_t seq) {
     committing_ = true;
     std::unique_ptr<Tx> tx = std::move(running_);
     const uint64_t s = tx->seq;
-    running_ = spare_ ? std::move(spare_) : std::make_unique<Tx>(0);
+    running_ = std::move(spare_);
     running_->reset(s + 1);
     cv_.wait(l, [&] { return tx->handles == 0; });
     l.unlock();
@@ -340,7 +347,7 @@ Status Journal::commit(uint64_t seq) {
     if (st && on_commit_) on_commit_(s);
     l.lock();
     tx->reset(0);
-    spare_ = std::move(tx);  // reused for the next running transaction: no allocation
+    spare_ = std::move(tx);
     committing_ = false;
     if (st) committed_.store(s, std::memory_order_release);
     else error_ = st;

@@ -5,14 +5,11 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <span>
 #include <thread>
-#include <unordered_map>
-#include <vector>
 
 #include "common/lock.h"
 #include "syncdax/status.hpp"
@@ -118,10 +115,10 @@ class Journal {
   uint64_t max_tx_;     // a running transaction at this size is full
 
   mutable Mutex mu_;    // running_, committing_, counters
-  std::condition_variable cv_;            // handles closing, commits finishing
-  std::condition_variable committer_cv_;  // wakes the background committer to stop
+  CondVar cv_;            // handles closing, commits finishing
+  CondVar committer_cv_;  // wakes the background committer to stop
   std::unique_ptr<Tx> running_;
-  std::unique_ptr<Tx> spare_;  // the last committed transaction, emptied
+  std::unique_ptr<Tx> spare_;  // emptied, becomes running_ at the next commit; null during one
   bool committing_ = false;
   std::atomic<uint64_t> committed_{0};
   Status error_;        // a failed write poisons the journal: no later commit succeeds
