@@ -3,6 +3,8 @@
 // faulting thread, so everything here is signal-safe: no heap, only syncdax's locks,
 // system calls that are plain traps (mmap, mprotect).
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -19,16 +21,22 @@ namespace {
 // fault, and the populate stays short. Aligned in the file, like a PMD fault.
 constexpr uint64_t kWindow = 2ull << 20;
 
+// Installs go straight to the system call. What orders an install before another
+// thread's store to the page is the page table, which a sanitizer's mmap interceptor
+// would misread as a racing write to the whole range.
+bool install(void* addr, size_t len, int prot, int flags, int fd, uint64_t off) {
+  return ::syscall(SYS_mmap, addr, len, prot, flags | MAP_FIXED, fd, off) != -1;
+}
+
 // Replace [addr, addr+len) of a reservation by inaccessible anonymous memory: the
 // next access faults into syncdax again.
 void install_none(void* addr, size_t len) {
-  ::mmap(addr, len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  install(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 }
 
 // The kernel's shared zero page: an anonymous read-only mapping has nothing else to show.
 bool install_zero(void* addr, size_t len) {
-  return ::mmap(addr, len, PROT_READ, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) !=
-         MAP_FAILED;
+  return install(addr, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 }
 
 void set_states(Map& m, size_t first, size_t last, uint8_t bits) {
@@ -105,11 +113,10 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
     bool ok;
     if (block) {
       const int prot = rw ? (PROT_READ | PROT_WRITE) : PROT_READ;
-      const int flags = MAP_FIXED | MAP_POPULATE | (m.priv ? MAP_PRIVATE : dev.map_flags());
-      ok = ::mmap(at, len, prot, flags, dev.fd(), static_cast<off_t>(dev.fd_offset() + im->dev_offset + (lo - im->offset))) !=
-           MAP_FAILED;
+      const int flags = MAP_POPULATE | (m.priv ? MAP_PRIVATE : dev.map_flags());
+      ok = install(at, len, prot, flags, dev.fd(), dev.fd_offset() + im->dev_offset + (lo - im->offset));
     } else if (rw) {  // a private write to a hole: fresh anonymous zeros
-      ok = ::mmap(at, len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED;
+      ok = install(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     } else {
       ok = install_zero(at, len);
     }

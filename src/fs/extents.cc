@@ -120,6 +120,8 @@ void Volume::mark_bitmap(journal::Handle& h, uint64_t start, uint64_t len, bool 
         {reinterpret_cast<const std::byte*>(bitmap_.data() + first), last - first + 1});
 }
 
+// Error texts on the fault path stay within std::string's inline capacity (15): the
+// SIGSEGV handler may build them and must not allocate.
 Result<Run> Volume::alloc_blocks(journal::Handle& h, uint64_t goal, uint64_t want, bool metadata) {
   {
     Lock l(freed_mu_);
@@ -129,11 +131,11 @@ Result<Run> Volume::alloc_blocks(journal::Handle& h, uint64_t goal, uint64_t wan
   const uint64_t reserve = metadata_reserve();
   const uint64_t avail = alloc_.free_blocks();
   if (!metadata) {
-    if (avail <= reserve) return fail(ENOSPC, "no space left on device");
+    if (avail <= reserve) return fail(ENOSPC, "no space left");
     want = std::min(want, avail - reserve);
   }
   Run r = alloc_.alloc(goal, want);
-  if (r.len == 0) return fail(ENOSPC, "no space left on device");
+  if (r.len == 0) return fail(ENOSPC, "no space left");
   mark_bitmap(h, r.start, r.len, true);
   return r;
 }
@@ -320,7 +322,7 @@ Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, 
     Status st = allocate_range(h, ino, a, b, true);
     if (!find_extent(ino, fb)) {
       SDX_TRY(log_inode(h, ino));
-      return st ? fail(ENOSPC, "no space left on device") : st;
+      return st ? fail(ENOSPC, "no space left") : st;
     }
   }
   // What the caller will not overwrite whole must read as zeros once written.
@@ -340,7 +342,7 @@ Status Volume::allocate_for_fault(journal::Handle& h, Inode& ino, uint64_t fb, u
   Status st = allocate_range(h, ino, fb, end_fb, false);
   if (!find_extent(ino, fb)) {
     SDX_TRY(log_inode(h, ino));
-    return st ? fail(ENOSPC, "no space left on device") : st;
+    return st ? fail(ENOSPC, "no space left") : st;
   }
   set_unwritten(h, ino, fb, end_fb, false);
   SDX_TRY(log_extents(h, ino));
