@@ -660,30 +660,37 @@ TEST(MmapCrashTest, TheCheckerCatchesStoresLostWithoutMapSync) {
 #define SDX_EXPECT_FOREIGN_SEGV(stmt) EXPECT_EXIT(stmt, ::testing::KilledBySignal(SIGSEGV), "")
 #endif
 
+// A fresh file system and a one-page read-only mapping of a file on it, for the
+// children of the death tests (members go in reverse order: mapping, file, fs).
+struct ReadOnlyMapping {
+  std::unique_ptr<FileSystem> fs;
+  File file;
+  Mapping map;
+};
+
+ReadOnlyMapping read_only_mapping() {
+  ReadOnlyMapping r;
+  r.fs = FileSystem::mount(test::formatted_sim(16 << 20)).value();
+  r.file = r.fs->open("/f", O_CREAT | O_RDWR).value();
+  (void)r.file.ftruncate(kB);
+  r.map = r.file.mmap(0, kB, PROT_READ, MAP_SHARED).value();
+  return r;
+}
+
 TEST(MmapDeathTest, ForeignFaultsKeepTheirDefaultAction) {
-  SDX_EXPECT_FOREIGN_SEGV(
-      {
-        auto dev = test::formatted_sim(16 << 20);
-        auto fs = FileSystem::mount(std::move(dev)).value();
-        File f = fs->open("/f", O_CREAT | O_RDWR).value();
-        (void)f.ftruncate(kB);
-        Mapping m = f.mmap(0, kB, PROT_READ, MAP_SHARED).value();
-        (void)m.data()[0];  // the handler is installed and works
-        void* other = ::mmap(nullptr, kB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        *static_cast<volatile char*>(other) = 1;
-      });
+  SDX_EXPECT_FOREIGN_SEGV({
+    ReadOnlyMapping r = read_only_mapping();
+    (void)*reinterpret_cast<volatile char*>(r.map.data());  // the handler is installed and works
+    void* other = ::mmap(nullptr, kB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *static_cast<volatile char*>(other) = 1;
+  });
 }
 
 TEST(MmapDeathTest, StoreToReadOnlyMappingIsSigsegv) {
-  SDX_EXPECT_FOREIGN_SEGV(
-      {
-        auto dev = test::formatted_sim(16 << 20);
-        auto fs = FileSystem::mount(std::move(dev)).value();
-        File f = fs->open("/f", O_CREAT | O_RDWR).value();
-        (void)f.ftruncate(kB);
-        Mapping m = f.mmap(0, kB, PROT_READ, MAP_SHARED).value();
-        *reinterpret_cast<volatile char*>(m.data()) = 1;
-      });
+  SDX_EXPECT_FOREIGN_SEGV({
+    ReadOnlyMapping r = read_only_mapping();
+    *reinterpret_cast<volatile char*>(r.map.data()) = 1;
+  });
 }
 
 }  // namespace
