@@ -431,6 +431,19 @@ inline void cmd_faults(Session& s, const Opts&) {
     }
   }
   std::printf("%-12s %10" PRIu64 "\n", "total", fs.total());
+  // The seed's histogram form, from the power-of-two nanosecond buckets.
+  for (unsigned k = 0; k < static_cast<unsigned>(FaultKind::kCount); ++k) {
+    const auto kind = static_cast<FaultKind>(k);
+    const auto& c = fs[kind];
+    if (c.count == 0) continue;
+    std::printf("%s latency:\n", std::string(fault_kind_name(kind)).c_str());
+    for (size_t b = 0; b < FaultStats::kBuckets; ++b) {
+      if (c.histogram[b] == 0) continue;
+      const double lo = static_cast<double>(uint64_t{1} << b) / 1000.0;
+      const double hi = static_cast<double>((uint64_t{2} << b) - 1) / 1000.0;
+      std::printf("  %.3f - %.3f us: %" PRIu64 "\n", lo, hi, c.histogram[b]);
+    }
+  }
 }
 
 inline void cmd_crash(Session& s, const Opts& o) {
