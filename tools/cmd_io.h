@@ -436,7 +436,7 @@ inline void cmd_faults(Session& s, const Opts&) {
     const auto kind = static_cast<FaultKind>(k);
     const auto& c = fs[kind];
     if (c.count == 0) continue;
-    std::printf("%s latency:\n", std::string(fault_kind_name(kind)).c_str());
+    std::printf("latency of %s faults:\n", std::string(fault_kind_name(kind)).c_str());
     for (size_t b = 0; b < FaultStats::kBuckets; ++b) {
       if (c.histogram[b] == 0) continue;
       const double lo = static_cast<double>(uint64_t{1} << b) / 1000.0;
