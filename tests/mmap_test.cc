@@ -368,6 +368,15 @@ TEST_F(MmapTest, AccessBeyondEofIsSigbus) {
   SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
   EXPECT_EQ(st.size, kB + 10);
   EXPECT_EQ(st.blocks, 2u);  // the store prepared the pages up to EOF, nothing past it
+  // A store that faults past EOF allocates nothing, even where its window would.
+  SDX_ASSERT_OK(f.ftruncate(10));
+  SDX_ASSERT_OK_AND_ASSIGN(Mapping fresh, f.mmap(0, 4 * kB, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC));
+  SDX_ASSERT_OK(f.ftruncate(kB + 10));
+  SDX_ASSERT_OK(f.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 2 * kB));
+  volatile std::byte* r = fresh.data() + 3 * kB;
+  EXPECT_TRUE(raises_sigbus([&] { *r = std::byte{1}; }, fresh.data() + 3 * kB));
+  SDX_ASSERT_OK_AND_ASSIGN(st, f.stat());
+  EXPECT_EQ(st.blocks, 0u);
   // Shrinking the file takes the pages away from live mappings too.
   SDX_ASSERT_OK(f.ftruncate(10));
   volatile std::byte* q = m.data() + kB;

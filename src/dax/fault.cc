@@ -69,6 +69,11 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
   const uint64_t prep_lo = std::max(win, m.offset), prep_hi = std::min(win + kWindow, m.offset + m.reserved);
   for (;;) {
     ReadLock io(ino.io);
+    // Past EOF first: preparing the window must not allocate for a fault that fails.
+    if (foff >= (vol_.file_size(ino) + kPage - 1) / kPage * kPage) {
+      record(FaultKind::kSigbus, mono_ns() - t0);
+      return Outcome::kSigbus;
+    }
     Result<fs::Iomap> im;
     if (write && !m.priv) {
       constexpr unsigned kIntent = fs::kIomapWrite | fs::kIomapFault;

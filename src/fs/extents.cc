@@ -294,6 +294,11 @@ Status Volume::zero_bytes(Inode& ino, uint64_t off, uint64_t len) {
   return ok();
 }
 
+uint64_t Volume::file_size(Inode& ino) {
+  Lock l(mu_);
+  return ino.size;
+}
+
 uint64_t Volume::range_dirty_seq(Inode& ino, uint64_t off, uint64_t len) {
   Lock l(mu_);
   uint64_t seq = std::max(ino.size_seq, ino.remove_seq);

@@ -175,6 +175,9 @@ class Volume {
   // After data was stored, and fenced, into [off, off+written): convert what
   // iomap_begin left unwritten, extend the size, move mtime.
   Status iomap_end(Inode& ino, uint64_t off, uint64_t written, unsigned intent);
+  // i_size. Stable while the caller holds inode.io (every size change takes it
+  // exclusive).
+  uint64_t file_size(Inode& ino);
   // Would fdatasync have metadata to commit for [off, off+len)? Returns the transaction
   // to commit, or 0 when the range is clean.
   uint64_t range_dirty_seq(Inode& ino, uint64_t off, uint64_t len);
