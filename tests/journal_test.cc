@@ -211,7 +211,9 @@ TEST(Journal, RevokedRecordsAreNeitherReplayedNorCheckpointed) {
     ASSERT_TRUE(j.commit_all());
     std::memcpy(d->bytes().data() + blk, "file data!!!", 12);  // reused as data
     d->persist(d->bytes().data() + blk, 12);
-    if (checkpoint) ASSERT_TRUE(j.checkpoint());
+    if (checkpoint) {
+      ASSERT_TRUE(j.checkpoint());
+    }
     EXPECT_EQ(home_at(*d, blk, 12), "file data!!!");
     auto d2 = device::make_sim(d->crash_image(0, false, 1));
     ASSERT_TRUE(Journal::recover(*d2, kLog, kHome));
@@ -246,7 +248,9 @@ TEST(Journal, OverlappingRevokesCancelExactlyTheOlderRecords) {
       std::memcpy(d->bytes().data() + blk(b), "file data!", 10);
       d->persist(d->bytes().data() + blk(b), 10);
     }
-    if (checkpoint) ASSERT_TRUE(j.checkpoint());
+    if (checkpoint) {
+      ASSERT_TRUE(j.checkpoint());
+    }
     auto d2 = device::make_sim(d->crash_image(0, false, 1));
     ASSERT_TRUE(Journal::recover(*d2, kLog, kHome));
     EXPECT_EQ(home_at(*d2, blk(10), 10), "file data!") << "checkpoint " << checkpoint;

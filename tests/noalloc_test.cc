@@ -348,7 +348,7 @@ TEST_P(Handler, StoresThroughMappingsDoNotAllocate) {
   sa.sa_handler = [](int) { siglongjmp(t_bus_jump, 1); };
   sigemptyset(&sa.sa_mask);
   sigaction(SIGBUS, &sa, &old);
-  bool bus = false;
+  volatile bool bus = false;  // volatile: read after siglongjmp
   const uint64_t before = t_heap_calls;
   if (sigsetjmp(t_bus_jump, 1) == 0) tail.data()[kLen + 10] = std::byte{1};
   else bus = true;

@@ -39,13 +39,14 @@ bool install_zero(void* addr, size_t len) {
   return install(addr, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 }
 
+// Sequentially consistent: a layout hook that moves a generation after these stores
+// must see them, and our re-check of the generations must come after them.
 void set_states(Map& m, size_t first, size_t last, uint8_t bits) {
   for (size_t i = first; i < last; ++i) {
     // A dirty page stays dirty until msync has written it back.
     const uint8_t keep = m.pages[i].load(std::memory_order_relaxed) & kDirty;
-    m.pages[i].store(static_cast<uint8_t>(bits | keep), std::memory_order_relaxed);
+    m.pages[i].store(static_cast<uint8_t>(bits | keep), std::memory_order_seq_cst);
   }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 }  // namespace
@@ -187,7 +188,9 @@ void Dax::drop(Map& m, size_t first, size_t last, fs::LayoutChange how) {
   size_t i = first;
   while (i < last) {
     auto wrong = [&](size_t k) {
-      const uint8_t st = m.pages[k].load(std::memory_order_relaxed);
+      // Pairs with set_states: after our generation move, we see what a racing
+      // install stored, or it sees the move and undoes itself.
+      const uint8_t st = m.pages[k].load(std::memory_order_seq_cst);
       if (!(st & kInstalled)) return false;
       if (how == fs::LayoutChange::kRemoved) return true;
       return !(st & kBlock) && !(m.priv && (st & kDirty));
