@@ -1,11 +1,14 @@
 // The `syncdax` command-line tool, run as a separate process: mkfs, put/get round trip,
 // ls, stat, info, fsck exit statuses, rejection of bad arguments, and that the fault
-// benchmark runs end to end.
+// benchmark and the persist benchmark run end to end.
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "cli_util.h"
 
@@ -166,6 +169,34 @@ TEST_F(CliTest, FaultbenchRunsAndSummarises) {
   EXPECT_NE(::access(image.c_str(), F_OK), 0) << image << " left behind";
 }
 
+// A smoke run of every method and size; it must leave none of its four files behind.
+TEST_F(CliTest, PersistbenchRunsAndTabulates) {
+  Outcome r = syncdax({"persistbench", "--ops", "50", "--region", "1m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("survives:"), std::string::npos) << r.out;
+  // One table row per size and method: "<size padded to 6> (x) <label> ...".
+  std::vector<std::string> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  for (std::string size : {"64 B  ", "256 B ", "4 KiB "}) {
+    for (std::string method : {"(a) syncdax MAP_SYNC + persist", "mmap + msync", "pwrite + fdatasync",
+                               "(d) libpmem2 flush + drain"}) {
+      const bool found = std::any_of(lines.begin(), lines.end(), [&](const std::string& l) {
+        return l.starts_with(size + " (") && l.find(method) != std::string::npos;
+      });
+      EXPECT_TRUE(found) << size << method << "\n" << r.out;
+    }
+  }
+  EXPECT_NE(r.out.find("got: cache line"), std::string::npos) << r.out;
+
+  const std::string tag = "/dev/shm/syncdax-persistbench-";
+  const size_t at = r.out.find(tag);
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string image = r.out.substr(at, r.out.find_first_of(" \n", at) - at);
+  const std::string stem = image.substr(0, image.rfind('.'));
+  for (const std::string& path : {image, stem + ".pmem2"}) EXPECT_NE(::access(path.c_str(), F_OK), 0) << path;
+}
+
 TEST_F(CliTest, EverySubcommandHasHelp) {
   for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat", "io"}) {
     Outcome r = syncdax({cmd, "--help"});
@@ -175,6 +206,9 @@ TEST_F(CliTest, EverySubcommandHasHelp) {
   Outcome fb = syncdax({"faultbench", "--help"});
   EXPECT_EQ(fb.code, 0) << fb.err;
   EXPECT_NE(fb.out.find("--pages"), std::string::npos) << fb.out;
+  Outcome pb = syncdax({"persistbench", "--help"});
+  EXPECT_EQ(pb.code, 0) << pb.err;
+  EXPECT_NE(pb.out.find("--ops"), std::string::npos) << pb.out;
   Outcome top = syncdax({"--help"});
   EXPECT_EQ(top.code, 0);
   EXPECT_NE(top.out.find("mkfs"), std::string::npos) << top.out;

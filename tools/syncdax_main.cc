@@ -11,6 +11,7 @@
 #include "cmd_files.h"
 #include "cmd_image.h"
 #include "cmd_io.h"
+#include "cmd_persistbench.h"
 
 namespace {
 
@@ -31,6 +32,8 @@ const Command kCommands[] = {
      sdx::cli::setup_io},
     {"faultbench", "page-fault latency of syncdax mappings, with and without MAP_SYNC, against the kernel's",
      sdx::cli::setup_faultbench},
+    {"persistbench", "cost of making one small update durable: syncdax MAP_SYNC, msync, fdatasync, libpmem2",
+     sdx::cli::setup_persistbench},
 };
 
 int report(const std::string& what, const std::string& message) {
