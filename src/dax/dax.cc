@@ -21,7 +21,9 @@ uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 }  // namespace
 
-Dax::Dax(fs::Volume& vol) : vol_(vol) { vol_.set_layout_hook(&Dax::on_layout, this); }
+Dax::Dax(fs::Volume& vol) : vol_(vol), sim_(device::as_sim(&vol.device()) != nullptr) {
+  vol_.set_layout_hook(&Dax::on_layout, this);
+}
 
 Dax::~Dax() {
   std::vector<Map*> live;
@@ -179,7 +181,7 @@ Granularity Dax::granularity(const Map& m) const {
 
 void Dax::flush(const Map& m, const void* addr, size_t len) {
   if (m.priv || !m.sync || len == 0) return;
-  if (device::as_sim(&vol_.device()) == nullptr) {
+  if (!sim_) {
     pmem::flush(addr, len);
     return;
   }
@@ -203,7 +205,7 @@ Status Dax::persist(const Map& m, const void* addr, size_t len) {
 }
 
 Status Dax::memcpy_persist(const Map& m, void* dst, const void* src, size_t len) {
-  if (m.sync && device::as_sim(&vol_.device()) == nullptr) {
+  if (m.sync && !sim_) {
     pmem::memcpy_nodrain(dst, src, len);
     drain();
     return ok();
@@ -239,7 +241,7 @@ Map* find(const void* addr) { return registry_find(reinterpret_cast<uintptr_t>(a
 void drain_all() {
   pmem::fence();
   registry_for_each(nullptr, [](Map& m, void*) {
-    if (device::as_sim(&m.dax->volume().device())) m.dax->drain();
+    if (m.dax->simulated()) m.dax->drain();
   }, nullptr);
 }
 

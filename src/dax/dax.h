@@ -71,6 +71,7 @@ class Dax {
   FaultStats stats() const;
   void reset_stats();
   fs::Volume& volume() { return vol_; }
+  bool simulated() const { return sim_; }
 
   enum class Outcome { kInstalled, kSigbus, kNotOurs };
   // Resolve an access at `addr` of mapping `m` (from the SIGSEGV handler, or from
@@ -85,6 +86,9 @@ class Dax {
   void record(FaultKind k, uint64_t ns);
 
   fs::Volume& vol_;
+  // Stores reach a simulated device's durable side only through its own flush of the
+  // device's addresses; on real memory a flush of the user's address is the same line.
+  const bool sim_;
   struct Counters {
     std::atomic<uint64_t> count{0}, total_ns{0}, max_ns{0};
     std::atomic<uint64_t> histogram[FaultStats::kBuckets]{};
