@@ -32,12 +32,14 @@
 #include "fs_type.h"
 #include "journal/journal.h"
 #include "pmem/pmem.h"
+#include "bench_util.h"
 #include "syncdax/syncdax.hpp"
 
 namespace sdx::bench {
 namespace {
 
-using Json = nlohmann::ordered_json;
+using namespace util;
+
 
 constexpr size_t kPage = 4096;
 // The background copy makes each chunk durable before the next: a commit at least
@@ -46,32 +48,8 @@ constexpr size_t kCopyChunk = 1 << 20;
 constexpr const char* kCopySrc = "/faultbench-copy-src";
 constexpr const char* kCopyDst = "/faultbench-copy-dst";
 
-// A refusal anywhere in the run; run_faultbench turns it into its Status.
-struct Abort {
-  Error error;
-};
 
-[[noreturn]] void abort_run(int code, std::string message) { throw Abort{Error{code, std::move(message)}}; }
-[[noreturn]] void abort_errno(const std::string& what) {
-  const int e = errno;
-  abort_run(e, what + ": " + std::strerror(e));
-}
-template <class T>
-T need(Result<T> r, const std::string& what) {
-  if (!r) abort_run(r.error().code, what + ": " + r.error().message);
-  return std::move(*r);
-}
-void need(Status s, const std::string& what) {
-  if (!s) abort_run(s.error().code, what + ": " + s.error().message);
-}
 
-// CLOCK_MONOTONIC through the vDSO: no system call, so a timed region holds the store,
-// whatever fault it takes, and the clock's own cost (measured and printed).
-uint64_t now_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // What the kernel counted for the measuring thread (the background copier excluded):
 // the page faults it resolved, major ones too (a fault the kernel had to retry counts
@@ -88,41 +66,11 @@ ThreadCounts thread_counts() {
           static_cast<uint64_t>(ru.ru_nivcsw)};
 }
 
-// The 1-minute load average and the CPUs to run it on: how shared the machine was.
-std::string machine_load() {
-  std::ifstream in("/proc/loadavg");
-  std::string one;
-  in >> one;
-  return (one.empty() ? "?" : one) + " on " + std::to_string(std::thread::hardware_concurrency()) + " CPUs";
-}
 
-std::string mib(uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-  return buf;
-}
 
 // ---- figures ----
 
-struct Stats {
-  double min = 0, p50 = 0, avg = 0, p99 = 0, max = 0;
-};
 
-Stats stats_of(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  auto pct = [&](double p) {
-    const size_t idx = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
-    return v[std::clamp<size_t>(idx, 1, v.size()) - 1];
-  };
-  s.min = v.front();
-  s.max = v.back();
-  s.p50 = pct(0.50);
-  s.p99 = pct(0.99);
-  s.avg = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-  return s;
-}
 
 // The seed's power-of-two buckets of whole microseconds ("8 - 15 us"). Bucket 0 holds
 // stores under 1 us, which the seed never saw: as a rule a store that took no fault.
@@ -300,44 +248,8 @@ Run time_stores(std::byte* base, size_t pages, After&& after) {
 }
 void nothing(uint64_t*) {}
 
-// The cost of a timed store that takes no fault: the floor under every figure.
-double timer_floor_us() {
-  std::vector<double> us(2001);
-  alignas(64) static volatile uint64_t word = 0;
-  for (double& v : us) {
-    const uint64_t t0 = now_ns();
-    word = word + 1;
-    v = static_cast<double>(now_ns() - t0) / 1e3;
-  }
-  return stats_of(std::move(us)).p50;
-}
 
-class Region {
- public:
-  Region(void* p, size_t len) : p_(p), len_(len) {}
-  Region(const Region&) = delete;
-  Region& operator=(const Region&) = delete;
-  ~Region() { ::munmap(p_, len_); }
-  std::byte* data() const { return static_cast<std::byte*>(p_); }
 
- private:
-  void* p_;
-  size_t len_;
-};
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::byte* map_or_abort(size_t len, int flags, int fd, const std::string& what) {
   void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, flags, fd, 0);
@@ -500,18 +412,7 @@ std::vector<Row> make_rows(const std::string& fs_name, bool kernel_map_sync) {
 
 // ---- output ----
 
-std::string fmt_us(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", v);
-  return buf;
-}
 
-std::string fmt_ratio(double a, double b) {
-  if (b <= 0) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2fx", a / b);
-  return buf;
-}
 
 std::string fmt_count(double v) {
   char buf[32];
@@ -636,9 +537,6 @@ void print_summary(const std::vector<Row>& rows, const Row& shm, const FaultBenc
   std::printf("\n");
 }
 
-Json stats_json(const Stats& s) {
-  return Json{{"min_us", s.min}, {"p50_us", s.p50}, {"avg_us", s.avg}, {"p99_us", s.p99}, {"max_us", s.max}};
-}
 
 Json histogram_json(const std::vector<double>& us) {
   Json out = Json::array();

@@ -28,12 +28,14 @@
 #include "device/device.h"
 #include "fs_type.h"
 #include "pmem/pmem.h"
+#include "bench_util.h"
 #include "syncdax/syncdax.hpp"
 
 namespace sdx::bench {
 namespace {
 
-using Json = nlohmann::ordered_json;
+using namespace util;
+
 
 constexpr size_t kPage = 4096;
 constexpr size_t kSizes[] = {64, 256, 4096};
@@ -43,81 +45,19 @@ constexpr size_t kRounds = 20;
 constexpr size_t kFillChunk = 1 << 20;
 constexpr const char* kSyncdaxFile = "/persistbench";
 
-struct Abort {
-  Error error;
-};
 
-[[noreturn]] void abort_run(int code, std::string message) { throw Abort{Error{code, std::move(message)}}; }
-[[noreturn]] void abort_errno(const std::string& what) {
-  const int e = errno;
-  abort_run(e, what + ": " + std::strerror(e));
-}
-template <class T>
-T need(Result<T> r, const std::string& what) {
-  if (!r) abort_run(r.error().code, what + ": " + r.error().message);
-  return std::move(*r);
-}
-void need(Status s, const std::string& what) {
-  if (!s) abort_run(s.error().code, what + ": " + s.error().message);
-}
 // libpmem2 returns negative errno values and keeps its own message.
 void need_pmem2(int rc, const std::string& what) {
   if (rc != 0) abort_run(rc < 0 ? -rc : EINVAL, what + ": " + pmem2_errormsg());
 }
 
-// CLOCK_MONOTONIC through the vDSO: no system call of its own inside the timed update.
-uint64_t now_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
-std::string machine_load() {
-  std::ifstream in("/proc/loadavg");
-  std::string one;
-  in >> one;
-  return (one.empty() ? "?" : one) + " on " + std::to_string(std::thread::hardware_concurrency()) + " CPUs";
-}
 
-std::string mib(uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-  return buf;
-}
 
 std::string size_name(size_t n) { return n >= 1024 ? std::to_string(n >> 10) + " KiB" : std::to_string(n) + " B"; }
 
-struct Stats {
-  double min = 0, p50 = 0, avg = 0, p99 = 0, max = 0;
-};
 
-Stats stats_of(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  auto pct = [&](double p) {
-    const size_t idx = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
-    return v[std::clamp<size_t>(idx, 1, v.size()) - 1];
-  };
-  s.min = v.front();
-  s.max = v.back();
-  s.p50 = pct(0.50);
-  s.p99 = pct(0.99);
-  s.avg = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-  return s;
-}
 
-// The cost of timing an update that does nothing: the floor under every figure.
-double timer_floor_us() {
-  std::vector<double> us(2001);
-  alignas(64) static volatile uint64_t word = 0;
-  for (double& v : us) {
-    const uint64_t t0 = now_ns();
-    word = word + 1;
-    v = static_cast<double>(now_ns() - t0) / 1e3;
-  }
-  return stats_of(std::move(us)).p50;
-}
 
 // Removes what the run created, also when it ends early.
 class Removal {
@@ -131,30 +71,7 @@ class Removal {
   std::string path_;
 };
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { ::close(fd_); }
-  int get() const { return fd_; }
 
- private:
-  int fd_;
-};
-
-class Region {
- public:
-  Region(std::byte* p, size_t len) : p_(p), len_(len) {}
-  Region(const Region&) = delete;
-  Region& operator=(const Region&) = delete;
-  ~Region() { ::munmap(p_, len_); }
-  std::byte* data() const { return p_; }
-
- private:
-  std::byte* p_;
-  size_t len_;
-};
 
 // A kernel file of `size` bytes, allocated and written (zeros) and fsynced, so that a
 // timed update overwrites a written block: no allocation, no unwritten-extent conversion.
@@ -316,22 +233,8 @@ void warm(Method& m, uint64_t region) {
   for (uint64_t off = 0; off < region; off += kPage) m.update(off, page.data(), kPage);
 }
 
-std::string fmt_us(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", v);
-  return buf;
-}
-std::string fmt_ratio(double a, double b) {
-  if (b <= 0) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2fx", a / b);
-  return buf;
-}
 double ops_per_s(const Stats& s) { return s.avg > 0 ? 1e6 / s.avg : 0; }
 
-Json stats_json(const Stats& s) {
-  return {{"min", s.min}, {"p50", s.p50}, {"avg", s.avg}, {"p99", s.p99}, {"max", s.max}};
-}
 
 Status run(const PersistBenchOptions& opt) {
   if (opt.ops == 0) return fail(EINVAL, "--ops must be at least 1");
