@@ -129,6 +129,22 @@ class Fd {
   int fd_;
 };
 
+// Removes what the run created, also when it ends early.
+class Removal {
+ public:
+  explicit Removal(std::string path) : path_(std::move(path)) {}
+  Removal(const Removal&) = delete;
+  Removal& operator=(const Removal&) = delete;
+  ~Removal() { ::unlink(path_.c_str()); }
+
+ private:
+  std::string path_;
+};
+
+inline std::string size_name(size_t n) {
+  return n >= 1024 ? std::to_string(n >> 10) + " KiB" : std::to_string(n) + " B";
+}
+
 inline std::string fmt_us(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f", v);

@@ -636,16 +636,6 @@ class Progress {
   bool tty_;
 };
 
-// Removes what the run created, also when it ends early.
-class Removal {
- public:
-  explicit Removal(std::string path) : path_(std::move(path)) {}
-  ~Removal() { ::unlink(path_.c_str()); }
-
- private:
-  std::string path_;
-};
-
 Status run(const FaultBenchOptions& opt) {
   if (opt.pages == 0) return fail(EINVAL, "--pages must be at least 1");
   if (opt.repeat < 1) return fail(EINVAL, "--repeat must be at least 1");

@@ -5,8 +5,6 @@
 #include "persistbench.h"
 
 #include <fcntl.h>
-#include <libpmem2.h>
-#include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,7 +18,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
-#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -29,6 +26,7 @@
 #include "fs_type.h"
 #include "pmem/pmem.h"
 #include "bench_util.h"
+#include "pmem2_util.h"
 #include "syncdax/syncdax.hpp"
 
 namespace sdx::bench {
@@ -44,33 +42,6 @@ constexpr size_t kSizes[] = {64, 256, 4096};
 constexpr size_t kRounds = 20;
 constexpr size_t kFillChunk = 1 << 20;
 constexpr const char* kSyncdaxFile = "/persistbench";
-
-
-// libpmem2 returns negative errno values and keeps its own message.
-void need_pmem2(int rc, const std::string& what) {
-  if (rc != 0) abort_run(rc < 0 ? -rc : EINVAL, what + ": " + pmem2_errormsg());
-}
-
-
-
-
-std::string size_name(size_t n) { return n >= 1024 ? std::to_string(n >> 10) + " KiB" : std::to_string(n) + " B"; }
-
-
-
-
-// Removes what the run created, also when it ends early.
-class Removal {
- public:
-  explicit Removal(std::string path) : path_(std::move(path)) {}
-  Removal(const Removal&) = delete;
-  Removal& operator=(const Removal&) = delete;
-  ~Removal() { ::unlink(path_.c_str()); }
-
- private:
-  std::string path_;
-};
-
 
 
 // A kernel file of `size` bytes, allocated and written (zeros) and fsynced, so that a
@@ -142,70 +113,20 @@ class KernelPwrite final : public Method {
   Fd fd_;
 };
 
-std::string_view granularity_name(pmem2_granularity g) {
-  switch (g) {
-    case PMEM2_GRANULARITY_BYTE: return "byte";
-    case PMEM2_GRANULARITY_CACHE_LINE: return "cache line";
-    case PMEM2_GRANULARITY_PAGE: return "page";
-  }
-  return "?";
-}
-
-// libpmem2 on a tmpfs file: no MAP_SYNC there, so it would only grant page granularity
-// (persist = msync). PMEM2_FORCE_GRANULARITY=CACHE_LINE, set around pmem2_map_new only,
-// makes it treat the mapping as persistent memory with cache-line flushes: the same
-// medium and the same durability as the syncdax file device, without a file system.
+// libpmem2 flush + drain on a raw mapping (pmem2_util.h): no file system at all.
 class Pmem2Flush final : public Method {
  public:
-  Pmem2Flush(const std::string& path, uint64_t size) : fd_(open_file(path, size)) {
-    pmem2_config* cfg = nullptr;
-    need_pmem2(pmem2_config_new(&cfg), "pmem2_config_new");
-    std::unique_ptr<pmem2_config, void (*)(pmem2_config*)> cfg_owner(cfg, [](pmem2_config* c) { pmem2_config_delete(&c); });
-    pmem2_source* src = nullptr;
-    need_pmem2(pmem2_source_from_fd(&src, fd_.get()), "pmem2_source_from_fd " + path);
-    std::unique_ptr<pmem2_source, void (*)(pmem2_source*)> src_owner(src, [](pmem2_source* s) { pmem2_source_delete(&s); });
-    need_pmem2(pmem2_config_set_required_store_granularity(cfg, PMEM2_GRANULARITY_PAGE),
-               "pmem2_config_set_required_store_granularity");
-
-    const char* before = ::getenv(kForce);
-    const std::optional<std::string> saved = before ? std::optional<std::string>(before) : std::nullopt;
-    ::setenv(kForce, "CACHE_LINE", 1);
-    const int rc = pmem2_map_new(&map_, cfg, src);
-    if (saved) ::setenv(kForce, saved->c_str(), 1);
-    else ::unsetenv(kForce);
-    need_pmem2(rc, "pmem2_map_new " + path);
-
-    granularity_ = pmem2_map_get_store_granularity(map_);
-    base_ = static_cast<std::byte*>(pmem2_map_get_address(map_));
-    flush_ = pmem2_get_flush_fn(map_);
-    drain_ = pmem2_get_drain_fn(map_);
-  }
-  ~Pmem2Flush() override { pmem2_map_delete(&map_); }
-
+  Pmem2Flush(const std::string& path, uint64_t size) : map_(path, size) {}
   void update(uint64_t off, const std::byte* src, size_t n) override {
-    std::byte* dst = base_ + off;
+    std::byte* dst = map_.data() + off;
     std::memcpy(dst, src, n);
-    flush_(dst, n);
-    drain_();
+    map_.flush(dst, n);
+    map_.drain();
   }
-  pmem2_granularity granularity() const { return granularity_; }
-
-  static constexpr const char* kForce = "PMEM2_FORCE_GRANULARITY";
+  pmem2_granularity granularity() const { return map_.granularity(); }
 
  private:
-  static int open_file(const std::string& path, uint64_t size) {
-    const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
-    if (fd < 0) abort_errno("create " + path);
-    if (::fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0) abort_errno("fallocate " + path);
-    if (::fsync(fd) != 0) abort_errno("fsync " + path);
-    return fd;
-  }
-  Fd fd_;
-  pmem2_map* map_ = nullptr;
-  pmem2_granularity granularity_ = PMEM2_GRANULARITY_PAGE;
-  std::byte* base_ = nullptr;
-  pmem2_flush_fn flush_ = nullptr;
-  pmem2_drain_fn drain_ = nullptr;
+  Pmem2Map map_;
 };
 
 // ---- rows ----
@@ -329,7 +250,7 @@ Status run(const PersistBenchOptions& opt) {
               info[2].survives.c_str());
   std::printf("  (d) %s, of a preallocated file\n      %s; asked for page granularity with %s=CACHE_LINE, got: %s\n"
               "      survives: %s\n",
-              info[3].what.c_str(), pmem2_path.c_str(), Pmem2Flush::kForce,
+              info[3].what.c_str(), pmem2_path.c_str(), Pmem2Map::kForce,
               std::string(granularity_name(pmem2_gran)).c_str(), info[3].survives.c_str());
   std::printf("  timer:   clock_gettime(CLOCK_MONOTONIC) around each update; an empty timed region: %s us\n",
               fmt_us(floor_us).c_str());

@@ -197,6 +197,38 @@ TEST_F(CliTest, PersistbenchRunsAndTabulates) {
   for (const std::string& path : {image, stem + ".pmem2"}) EXPECT_NE(::access(path.c_str(), F_OK), 0) << path;
 }
 
+TEST_F(CliTest, LogbenchRunsGrowsAndTabulates) {
+  Outcome r = syncdax({"logbench", "--bytes", "1m", "--prealloc", "256k", "--kernel-records", "100"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("survives:"), std::string::npos) << r.out;
+  std::vector<std::string> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  for (std::string size : {"64 B  ", "1 KiB "}) {
+    for (std::string way : {"(a) syncdax MAP_SYNC, growing", "pwrite + fdatasync", "(c) libpmem2 raw mapping"}) {
+      const bool found = std::any_of(lines.begin(), lines.end(), [&](const std::string& l) {
+        return l.starts_with(size + " (") && l.find(way) != std::string::npos;
+      });
+      EXPECT_TRUE(found) << size << way << "\n" << r.out;
+    }
+    // 256 KiB doubled twice holds the 1 MiB log, and the stores into the new ranges
+    // fault and commit (write-sync).
+    const bool grew = std::any_of(lines.begin(), lines.end(), [&](const std::string& l) {
+      return l.starts_with("  " + size + " 2 growths to 1.0 MiB") && l.find("write-sync ") != std::string::npos;
+    });
+    EXPECT_TRUE(grew) << size << "\n" << r.out;
+  }
+  EXPECT_NE(r.out.find("got: cache line"), std::string::npos) << r.out;
+
+  const std::string tag = "/dev/shm/syncdax-logbench-";
+  const size_t at = r.out.find(tag);
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string image = r.out.substr(at, r.out.find_first_of(" \n", at) - at);
+  const std::string stem = image.substr(0, image.rfind('.'));
+  for (const std::string& path : {image, stem + ".64.pmem2", stem + ".1024.pmem2"})
+    EXPECT_NE(::access(path.c_str(), F_OK), 0) << path;
+}
+
 TEST_F(CliTest, EverySubcommandHasHelp) {
   for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat", "io"}) {
     Outcome r = syncdax({cmd, "--help"});
@@ -209,6 +241,9 @@ TEST_F(CliTest, EverySubcommandHasHelp) {
   Outcome pb = syncdax({"persistbench", "--help"});
   EXPECT_EQ(pb.code, 0) << pb.err;
   EXPECT_NE(pb.out.find("--ops"), std::string::npos) << pb.out;
+  Outcome lb = syncdax({"logbench", "--help"});
+  EXPECT_EQ(lb.code, 0) << lb.err;
+  EXPECT_NE(lb.out.find("--prealloc"), std::string::npos) << lb.out;
   Outcome top = syncdax({"--help"});
   EXPECT_EQ(top.code, 0);
   EXPECT_NE(top.out.find("mkfs"), std::string::npos) << top.out;

@@ -11,6 +11,7 @@
 #include "cmd_files.h"
 #include "cmd_image.h"
 #include "cmd_io.h"
+#include "cmd_logbench.h"
 #include "cmd_persistbench.h"
 
 namespace {
@@ -34,6 +35,8 @@ const Command kCommands[] = {
      sdx::cli::setup_faultbench},
     {"persistbench", "cost of making one small update durable: syncdax MAP_SYNC, msync, fdatasync, libpmem2",
      sdx::cli::setup_persistbench},
+    {"logbench", "a durable append-only log: syncdax MAP_SYNC with growth, fdatasync, libpmem2",
+     sdx::cli::setup_logbench},
 };
 
 int report(const std::string& what, const std::string& message) {
