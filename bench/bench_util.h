@@ -162,4 +162,20 @@ inline Json stats_json(const Stats& s) {
   return Json{{"min_us", s.min}, {"p50_us", s.p50}, {"avg_us", s.avg}, {"p99_us", s.p99}, {"max_us", s.max}};
 }
 
+// A benchmark's entry point: an Abort anywhere inside becomes its Status.
+template <class F>
+Status catching_aborts(F&& run) {
+  try {
+    return run();
+  } catch (const Abort& a) {
+    return fail(a.error);
+  }
+}
+
+inline void write_json(const std::string& path, const Json& j) {
+  std::ofstream out(path, std::ios::trunc);
+  out << j.dump(1) << "\n";
+  if (!out.flush()) abort_errno("write " + path);
+}
+
 }  // namespace sdx::bench::util

@@ -741,9 +741,7 @@ Status run(const FaultBenchOptions& opt) {
            {"load_average", {{"start", load_before}, {"end", load_after}}},
            {"ratios_against", "kernel baselines of this run"},
            {"rows", rows_json(rows, shm)}};
-    std::ofstream out(opt.json_path, std::ios::trunc);
-    out << j.dump(1) << "\n";
-    if (!out.flush()) abort_errno("write " + opt.json_path);
+    write_json(opt.json_path, j);
   }
 
   need(fs->unmount(), "unmount " + image);
@@ -753,11 +751,7 @@ Status run(const FaultBenchOptions& opt) {
 }  // namespace
 
 Status run_faultbench(const FaultBenchOptions& opt) {
-  try {
-    return run(opt);
-  } catch (const Abort& a) {
-    return fail(a.error);
-  }
+  return catching_aborts([&] { return run(opt); });
 }
 
 }  // namespace sdx::bench

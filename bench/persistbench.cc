@@ -321,22 +321,10 @@ Status run(const PersistBenchOptions& opt) {
            {"ops", opt.ops},
            {"region", opt.region},
            {"rounds", rounds},
-           {"device",
-            {{"kind", std::string(device::kind_name(fs->device().kind()))},
-             {"path", image},
-             {"size", fs->device().size() + device::kLabelSize},
-             {"durability", dev_survives},
-             {"survives_power_failure", fs->device().survives_power_failure()}}},
-           {"flush", std::string(pmem::flush_kind_name(pc.flush))},
-           {"kernel_fs", {{"dir", opt.dir}, {"fs", kfs.name}, {"description", kfs.description}}},
-           {"pmem2_store_granularity", std::string(granularity_name(pmem2_gran))},
-           {"timer_floor_us", floor_us},
-           {"load_average", {{"start", load_before}, {"end", load_after}}},
            {"methods", jm},
            {"rows", jr}};
-    std::ofstream out(opt.json_path, std::ios::trunc);
-    out << j.dump(1) << "\n";
-    if (!out.flush()) abort_errno("write " + opt.json_path);
+    j.update(setting_json(*fs, image, dev_survives, opt.dir, kfs, pmem2_gran, floor_us, load_before, load_after));
+    write_json(opt.json_path, j);
   }
 
   methods.clear();
@@ -347,11 +335,7 @@ Status run(const PersistBenchOptions& opt) {
 }  // namespace
 
 Status run_persistbench(const PersistBenchOptions& opt) {
-  try {
-    return run(opt);
-  } catch (const Abort& a) {
-    return fail(a.error);
-  }
+  return catching_aborts([&] { return run(opt); });
 }
 
 }  // namespace sdx::bench

@@ -16,6 +16,10 @@
 #include <string_view>
 
 #include "bench_util.h"
+#include "device/device.h"
+#include "fs_type.h"
+#include "pmem/pmem.h"
+#include "syncdax/syncdax.hpp"
 
 namespace sdx::bench::util {
 
@@ -31,6 +35,23 @@ inline std::string_view granularity_name(pmem2_granularity g) {
     case PMEM2_GRANULARITY_PAGE: return "page";
   }
   return "?";
+}
+
+// What a run that sets syncdax against the kernel and libpmem2 ran on, for --json.
+inline util::Json setting_json(FileSystem& fs, const std::string& image, const std::string& durability,
+                               const std::string& dir, const FsType& kfs, pmem2_granularity g, double floor_us,
+                               const std::string& load_before, const std::string& load_after) {
+  return {{"device",
+           {{"kind", std::string(device::kind_name(fs.device().kind()))},
+            {"path", image},
+            {"size", fs.device().size() + device::kLabelSize},
+            {"durability", durability},
+            {"survives_power_failure", fs.device().survives_power_failure()}}},
+          {"flush", std::string(pmem::flush_kind_name(pmem::config().flush))},
+          {"kernel_fs", {{"dir", dir}, {"fs", kfs.name}, {"description", kfs.description}}},
+          {"pmem2_store_granularity", std::string(granularity_name(g))},
+          {"timer_floor_us", floor_us},
+          {"load_average", {{"start", load_before}, {"end", load_after}}}};
 }
 
 // libpmem2 on a new, preallocated tmpfs file: no MAP_SYNC there, so it would only grant
