@@ -63,18 +63,22 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
   const uint64_t foff = m.offset + idx * kPage;
   const bool upgrade = write && (m.pages[idx].load(std::memory_order_relaxed) & kInstalled);
   bool allocated = false, committed = false;
+  auto sigbus = [&] {
+    record(FaultKind::kSigbus, mono_ns() - t0);
+    return Outcome::kSigbus;
+  };
 
   // A store prepares the whole window at once, as the kernel's PMD fault asks the file
-  // system for 2 MiB: one allocation, one zeroing, one commit, one install.
+  // system for 2 MiB: one allocation, one zeroing, one commit, one install. Every
+  // fault installs at most its window (of the mapping).
   const uint64_t win = foff / kWindow * kWindow;
   const uint64_t prep_lo = std::max(win, m.offset), prep_hi = std::min(win + kWindow, m.offset + m.reserved);
   for (;;) {
     ReadLock io(ino.io);
     // Past EOF first: preparing the window must not allocate for a fault that fails.
-    if (foff >= (vol_.file_size(ino) + kPage - 1) / kPage * kPage) {
-      record(FaultKind::kSigbus, mono_ns() - t0);
-      return Outcome::kSigbus;
-    }
+    // The size cannot move while we hold io.
+    const uint64_t eof = (vol_.file_size(ino) + kPage - 1) / kPage * kPage;
+    if (foff >= eof) return sigbus();
     Result<fs::Iomap> im;
     if (write && !m.priv) {
       constexpr unsigned kIntent = fs::kIomapWrite | fs::kIomapFault;
@@ -84,26 +88,19 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
     } else {
       im = vol_.iomap_begin(ino, foff, kPage, fs::kIomapRead | fs::kIomapFault);
     }
-    if (!im) {
-      record(FaultKind::kSigbus, mono_ns() - t0);
-      return Outcome::kSigbus;  // beyond EOF, no space, or I/O error
-    }
+    if (!im) return sigbus();  // no space, or I/O error
     allocated |= (im->flags & fs::kIomapNew) != 0;
     // The synchronous fault: the metadata reaching this block is durable before the
     // page becomes writable. Commit, then ask again: the answer may have changed.
     if (write && m.sync && (im->flags & fs::kIomapDirty)) {
-      if (!vol_.journal().commit(im->seq)) {
-        record(FaultKind::kSigbus, mono_ns() - t0);
-        return Outcome::kSigbus;
-      }
+      if (!vol_.journal().commit(im->seq)) return sigbus();
       committed = true;
       continue;
     }
 
     const bool block = im->type == fs::IomapType::kMapped;
-    const uint64_t eof = (im->file_size + kPage - 1) / kPage * kPage;
-    uint64_t lo = std::max({im->offset, m.offset, win});
-    uint64_t hi = std::min({im->offset + im->length, m.offset + m.reserved, win + kWindow, eof});
+    uint64_t lo = std::max(im->offset, prep_lo);
+    uint64_t hi = std::min({im->offset + im->length, prep_hi, eof});
     bool rw = false;
     if (m.priv) {
       // Copy-on-write: only the written page becomes private, the rest stays shared.
@@ -126,10 +123,7 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
     } else {
       ok = install_zero(at, len);
     }
-    if (!ok) {
-      record(FaultKind::kSigbus, mono_ns() - t0);
-      return Outcome::kSigbus;
-    }
+    if (!ok) return sigbus();
     uint8_t bits = kInstalled | (block ? kBlock : 0) | (rw ? kWritable : 0);
     if (rw && (write || !m.priv)) bits |= kDirty;
     set_states(m, first, last, bits);

@@ -132,16 +132,12 @@ Status registry_add(Map* m) {
   Lock l(g_mu);
   SDX_TRY(install_handler_locked());
   const auto lo = reinterpret_cast<uintptr_t>(m->base), hi = lo + m->reserved;
+  // Checked again under the lock: two MAP_FIXED calls may race for one range.
+  if (registry_overlaps(lo, hi)) return fail(EEXIST, "mmap: MAP_FIXED over another syncdax mapping");
   size_t n = g_used.load(std::memory_order_relaxed);
   size_t free_slot = kSlots;
-  for (size_t i = 0; i < n; ++i) {
-    Slot& s = g_slots[i];
-    if (s.map.load() == nullptr && s.active.load() == 0) {
-      if (free_slot == kSlots) free_slot = i;
-    } else if (s.lo.load() < hi && lo < s.hi.load()) {
-      return fail(EEXIST, "mmap: MAP_FIXED over another syncdax mapping");
-    }
-  }
+  for (size_t i = 0; i < n && free_slot == kSlots; ++i)
+    if (g_slots[i].map.load() == nullptr && g_slots[i].active.load() == 0) free_slot = i;
   if (free_slot == kSlots) {
     if (n == kSlots) return fail(ENOMEM, "mmap: too many syncdax mappings");
     free_slot = n;

@@ -325,10 +325,7 @@ Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, 
       b = std::min(hole_end, (end_fb + hint - 1) / hint * hint);
     }
     Status st = allocate_range(h, ino, a, b, true);
-    if (!find_extent(ino, fb)) {
-      SDX_TRY(log_inode(h, ino));
-      return st ? fail(ENOSPC, "no space left") : st;
-    }
+    if (!find_extent(ino, fb)) return nothing_allocated_at(h, ino, st);
   }
   // What the caller will not overwrite whole must read as zeros once written.
   const Extent* e = find_extent(ino, fb);
@@ -339,16 +336,21 @@ Status Volume::allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, 
   return log_inode(h, ino);
 }
 
+// The block a write needs first got none: what was allocated stays, logged, so the
+// state is consistent, and the reason is the caller's error.
+Status Volume::nothing_allocated_at(journal::Handle& h, Inode& ino, const Status& st) {
+  SDX_TRY(log_inode(h, ino));
+  return st ? fail(ENOSPC, "no space left") : st;
+}
+
 // A write fault maps blocks straight into a process, so every block of [fb, end_fb) it
 // prepares is allocated, zeroed and written. Like the kernel's PMD fault it may ask
-// for a whole window at once; running out of space part-way fails only if the
-// faulting block itself (fb) got nothing.
+// for a whole window at once; running out of space part-way fails only if the first
+// block (fb) got nothing -- the caller asks again for the faulting block if it lies
+// beyond what was prepared.
 Status Volume::allocate_for_fault(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb) {
   Status st = allocate_range(h, ino, fb, end_fb, false);
-  if (!find_extent(ino, fb)) {
-    SDX_TRY(log_inode(h, ino));
-    return st ? fail(ENOSPC, "no space left") : st;
-  }
+  if (!find_extent(ino, fb)) return nothing_allocated_at(h, ino, st);
   set_unwritten(h, ino, fb, end_fb, false);
   SDX_TRY(log_extents(h, ino));
   return log_inode(h, ino);
@@ -396,7 +398,6 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
   }
   m.alloc_gen = ino.alloc_gen.load(std::memory_order_seq_cst);
   m.remove_gen = ino.remove_gen.load(std::memory_order_seq_cst);
-  m.file_size = ino.size;
   if (!e) {
     auto next = ino.extents.upper_bound(fb);
     const uint64_t hole_end = next == ino.extents.end() ? (UINT64_MAX / kBlockSize) : next->second.file_block;

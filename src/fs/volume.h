@@ -105,7 +105,6 @@ struct Iomap {
   uint64_t seq = 0;         // with DIRTY: commit this transaction to make it clean
   uint64_t alloc_gen = 0;   // the inode's generations when this answer was true
   uint64_t remove_gen = 0;
-  uint64_t file_size = 0;   // i_size at that moment
 };
 
 // How a file range changed: kAllocated (a hole or unwritten range now reads as data:
@@ -217,6 +216,7 @@ class Volume {
                         bool unwritten);
   Status allocate_for_write(journal::Handle& h, Inode& ino, uint64_t off, uint64_t len);
   Status allocate_for_fault(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
+  Status nothing_allocated_at(journal::Handle& h, Inode& ino, const Status& st);
   bool range_mapped_written(const Inode& ino, uint64_t fb, uint64_t end_fb) const;
   void insert_extent(Inode& ino, Extent e);
   void remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
