@@ -183,10 +183,12 @@ Status catching_aborts(F&& run) {
   }
 }
 
-inline void write_json(const std::string& path, const Json& j) {
+inline void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
-  out << j.dump(1) << "\n";
+  out << text;
   if (!out.flush()) abort_errno("write " + path);
 }
+
+inline void write_json(const std::string& path, const Json& j) { write_text(path, j.dump(1) + "\n"); }
 
 }  // namespace sdx::bench::util
