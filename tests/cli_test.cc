@@ -1,6 +1,6 @@
 // The `syncdax` command-line tool, run as a separate process: mkfs, put/get round trip,
 // ls, stat, info, fsck exit statuses, rejection of bad arguments, and that the fault
-// benchmark and the persist benchmark run end to end.
+// benchmark (with its plot) and the persist benchmark run end to end.
 #include <unistd.h>
 
 #include <algorithm>
@@ -169,6 +169,37 @@ TEST_F(CliTest, FaultbenchRunsAndSummarises) {
   EXPECT_NE(::access(image.c_str(), F_OK), 0) << image << " left behind";
 }
 
+// The plot has one panel per row of the summary, each named by its row.
+TEST_F(CliTest, FaultbenchPlotsEveryRow) {
+  TempPath svg("cli-plot");
+  Outcome r = syncdax({"faultbench", "--pages", "8", "--repeat", "1", "--copy-size", "1m", "--plot", svg});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string plot = slurp(svg);
+  ASSERT_TRUE(plot.starts_with("<svg")) << plot.substr(0, 200);
+  EXPECT_TRUE(plot.ends_with("</svg>\n"));
+
+  // The rows: the labels of the last table (its heading ends in "preemptions", as each
+  // run's counts do), "<label padded to 34> numbers".
+  std::vector<std::string> rows;
+  const size_t table = r.out.rfind(" preemptions\n");
+  ASSERT_NE(table, std::string::npos) << r.out;
+  std::istringstream in(r.out.substr(table));
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line) && !line.empty()) {
+    std::string label = line.substr(0, 34);
+    label.erase(label.find_last_not_of(' ') + 1);
+    rows.push_back(label);
+  }
+  ASSERT_GE(rows.size(), 13u) << r.out;
+  for (const std::string& row : rows)
+    EXPECT_NE(plot.find("<g class=\"panel\" data-row=\"" + row + "\">"), std::string::npos) << row;
+  size_t panels = 0;
+  for (size_t at = plot.find("class=\"panel\""); at != std::string::npos; at = plot.find("class=\"panel\"", at + 1))
+    ++panels;
+  EXPECT_EQ(panels, rows.size());
+}
+
 // A smoke run of every method and size; it must leave none of its four files behind.
 TEST_F(CliTest, PersistbenchRunsAndTabulates) {
   Outcome r = syncdax({"persistbench", "--ops", "50", "--region", "1m"});
@@ -225,7 +256,7 @@ TEST_F(CliTest, LogbenchRunsGrowsAndTabulates) {
   ASSERT_NE(at, std::string::npos) << r.out;
   const std::string image = r.out.substr(at, r.out.find_first_of(" \n", at) - at);
   const std::string stem = image.substr(0, image.rfind('.'));
-  for (const std::string& path : {image, stem + ".64.pmem2", stem + ".1024.pmem2"})
+  for (const std::string& path : {image, stem + ".64.pmem2", stem + ".1024.pmem2", stem + ".probe.pmem2"})
     EXPECT_NE(::access(path.c_str(), F_OK), 0) << path;
 }
 
