@@ -245,15 +245,25 @@ Result<DefragStats> Volume::defragment(Handle* hd) {
   Inode& ino = *hd->inode;
   if (ino.is_dir()) return fail(EISDIR, "defragment: is a directory");
   DefragStats stats;
-  // The file's hole-free runs, as they are now; each is re-read while it moves.
+  // The file's runs of unshared blocks without holes, as they are now; each chunk is
+  // looked at again when it moves.
   std::vector<std::pair<uint64_t, uint64_t>> runs;  // (first file block, blocks)
   {
     ReadLock io(ino.io);
     Lock l(mu_);
     stats.extents_before = ino.extents.size();
+    // Runs end at holes and at shared blocks: those stay, so nothing across them can
+    // become contiguous.
     for (const auto& [fb, e] : ino.extents) {
-      if (!runs.empty() && runs.back().first + runs.back().second == fb) runs.back().second += e.len;
-      else runs.push_back({fb, e.len});
+      for (uint64_t pos = 0; pos < e.len;) {
+        bool shared;
+        const uint64_t n = shared_run(e.dev_block + pos, e.len - pos, &shared);
+        if (!shared) {
+          if (!runs.empty() && runs.back().first + runs.back().second == fb + pos) runs.back().second += n;
+          else runs.push_back({fb + pos, n});
+        }
+        pos += n;
+      }
     }
   }
   for (const auto& [run_fb, run_len] : runs) {
@@ -266,7 +276,7 @@ Result<DefragStats> Volume::defragment(Handle* hd) {
       {
         Lock l(mu_);
         target = alloc_.alloc(0, std::min(run_len - done, usable_data_blocks()));
-        if (const Extent* e = find_extent(ino, fb)) first_len = e->file_end() - fb;
+        if (const Extent* e = find_extent(ino, fb)) first_len = std::min(e->file_end() - fb, run_len - done);
         // No better than what is there (or no space): leave the extent where it is.
         if (target.len <= first_len || first_len == 0) {
           if (target.len) alloc_.add_free(target.start, target.len);
