@@ -1,11 +1,12 @@
 // The `syncdax` command-line tool, run as a separate process: mkfs, put/get round trip,
-// ls, stat, info, fsck exit statuses, rejection of bad arguments, and that the fault
+// ls, stat, info, defrag, fsck exit statuses, rejection of bad arguments, and that the fault
 // benchmark (with its plot) and the persist benchmark run end to end.
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@ namespace {
 using sdx::test::Outcome;
 using sdx::test::TempPath;
 using sdx::test::cli_path;
+using sdx::test::interleaved_appends;
 using sdx::test::slurp;
 using sdx::test::spit;
 using sdx::test::syncdax;
@@ -260,8 +262,43 @@ TEST_F(CliTest, LogbenchRunsGrowsAndTabulates) {
     EXPECT_NE(::access(path.c_str(), F_OK), 0) << path;
 }
 
+TEST_F(CliTest, DefragJoinsAFragmentedFileAndKeepsItsBytes) {
+  Mkfs();
+  std::vector<std::string> args = {"io", img_};
+  for (const auto& c : interleaved_appends("a", "b", 64)) {
+    args.push_back("-c");
+    args.push_back(c);
+  }
+  Outcome io = syncdax(args);
+  ASSERT_EQ(io.code, 0) << io.err;
+
+  Outcome r = syncdax({"defrag", img_, "/b"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(r.out, m, std::regex(R"(/b: ([0-9]+) extents -> ([0-9]+) extents, ([0-9]+) blocks moved\n)")))
+      << r.out;
+  EXPECT_GT(std::stoull(m[1].str()), 32u) << "the appends did not interleave";
+  EXPECT_LE(std::stoull(m[2].str()), 2u);
+  EXPECT_GT(std::stoull(m[3].str()), 0u);
+  Outcome st = syncdax({"stat", img_, "/b"});
+  EXPECT_NE(st.out.find("extents:       " + m[2].str() + "\n"), std::string::npos) << st.out;
+
+  TempPath back("cli-back");
+  ASSERT_EQ(syncdax({"get", img_, "/b", back}).code, 0);
+  EXPECT_EQ(slurp(back), std::string(64 * 4096, '\x62'));
+  Outcome fsck = syncdax({"fsck", img_});
+  EXPECT_EQ(fsck.code, 0) << fsck.out << fsck.err;
+
+  // Nothing left to join: no block moves.
+  Outcome again = syncdax({"defrag", img_, "/b"});
+  EXPECT_EQ(again.out, "/b: " + m[2].str() + " extents -> " + m[2].str() + " extents, 0 blocks moved\n");
+  Outcome missing = syncdax({"defrag", img_, "/nope"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.err.rfind("syncdax: " + img_.str() + ":/nope: ", 0), 0u) << missing.err;
+}
+
 TEST_F(CliTest, EverySubcommandHasHelp) {
-  for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat", "io"}) {
+  for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat", "defrag", "io"}) {
     Outcome r = syncdax({cmd, "--help"});
     EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
     EXPECT_NE(r.out.find("IMAGE"), std::string::npos) << cmd << ": " << r.out;
