@@ -266,31 +266,38 @@ Result<DefragStats> Volume::defragment(Handle* hd) {
       }
     }
   }
-  for (const auto& [run_fb, run_len] : runs) {
-    for (uint64_t done = 0; done < run_len;) {
-      const uint64_t fb = run_fb + done;
-      // Reserve the target in the free index only: the bitmap marks each part used in
-      // the transaction that maps it, so a crash leaks nothing.
+  // From the end of the file backwards: a move merges extents, and the extent leaves
+  // after the merge point shift and are logged again; working backwards keeps that to
+  // the few leaves at the end instead of every leaf at every step.
+  for (auto run = runs.rbegin(); run != runs.rend(); ++run) {
+    const auto [run_fb, run_len] = *run;
+    for (uint64_t left = run_len; left > 0;) {
+      // The target for the last blocks of what is left of the run, reserved in the free
+      // index only: the bitmap marks each part used in the transaction that maps it,
+      // so a crash leaks nothing.
       Run target;
-      uint64_t first_len = 0;
+      uint64_t last_len = 0;
       {
         Lock l(mu_);
-        target = alloc_.alloc(0, std::min(run_len - done, usable_data_blocks()));
-        if (const Extent* e = find_extent(ino, fb)) first_len = std::min(e->file_end() - fb, run_len - done);
+        target = alloc_.alloc(0, std::min(left, usable_data_blocks()));
+        if (const Extent* e = find_extent(ino, run_fb + left - 1))
+          last_len = run_fb + left - std::max(e->file_block, run_fb);
         // No better than what is there (or no space): leave the extent where it is.
-        if (target.len <= first_len || first_len == 0) {
+        if (target.len <= last_len || last_len == 0) {
           if (target.len) alloc_.add_free(target.start, target.len);
           if (target.len == 0) break;
-          done += std::max<uint64_t>(first_len, 1);
+          left -= std::min(left, std::max<uint64_t>(last_len, 1));
           continue;
         }
       }
+      const uint64_t lo = run_fb + left - target.len;  // file block target.start receives
       std::vector<char> taken(target.len, 0);
       Status st;
-      for (uint64_t off = 0; off < target.len && st;) {
-        const uint64_t n = std::min(kMoveChunk - (fb + off) % kMoveChunk, target.len - off);
-        st = move_chunk(ino, fb + off, n, target.start + off, {taken.data() + off, n}, &stats.blocks_moved);
-        off += n;
+      for (uint64_t hi = run_fb + left; hi > lo && st;) {
+        const uint64_t from = std::max(lo, (hi - 1) / kMoveChunk * kMoveChunk);
+        st = move_chunk(ino, from, hi - from, target.start + (from - lo), {taken.data() + (from - lo), hi - from},
+                        &stats.blocks_moved);
+        hi = from;
       }
       {
         // What no piece took (holes or shared blocks appeared meanwhile, or an error)
@@ -305,7 +312,7 @@ Result<DefragStats> Volume::defragment(Handle* hd) {
         }
       }
       SDX_TRY(st);
-      done += target.len;
+      left -= target.len;
     }
   }
   SDX_TRY(fsync(hd, true));
