@@ -9,7 +9,8 @@
 // phase) --, syncdax's fault counts per phase, and the defragmentation itself.
 // At the end every record slot must hold the last record the writer stored there:
 // through the mapping, and through pread after a remount (with fsck in between).
-//   build-release/bench/defrag_bench [--size 1G] [--pattern random|sequential|both]
+//   build-release/bench/defrag_bench [--size 1G] [--pattern random|sequential|both|none]
+// (none: no writer, the defragmentation alone)
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -103,6 +104,7 @@ struct PhaseData {
   uint64_t stalled_ns = 0;      // their time
   uint64_t t_begin = 0, t_end = 0;  // main thread's clock at the phase switches
   long nvcsw = 0, nivcsw = 0;   // writer's context switches in the phase
+  double cpu_s = 0;             // writer's CPU time (user + system) in the phase
   FaultStats faults;
 };
 
@@ -122,13 +124,19 @@ struct Writer {
     rusage ru{};
     ::getrusage(RUSAGE_THREAD, &ru);
     long vc0 = ru.ru_nvcsw, ic0 = ru.ru_nivcsw;
+    auto cpu = [](const rusage& u) {
+      return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+             static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+    };
+    double cpu0 = cpu(ru);
     for (;;) {
       const int p = phase.load(std::memory_order_relaxed);
       if (p != cur) {
         ::getrusage(RUSAGE_THREAD, &ru);
         ph[cur].nvcsw = ru.ru_nvcsw - vc0;
         ph[cur].nivcsw = ru.ru_nivcsw - ic0;
-        vc0 = ru.ru_nvcsw, ic0 = ru.ru_nivcsw;
+        ph[cur].cpu_s = cpu(ru) - cpu0;
+        vc0 = ru.ru_nvcsw, ic0 = ru.ru_nivcsw, cpu0 = cpu(ru);
         if (p == kStop) break;
         cur = p;
       }
@@ -169,9 +177,10 @@ double ops_per_s(const PhaseData& d) { return d.t_end > d.t_begin ? static_cast<
 
 void sleep_s(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
 
-RunResult run_one(const Options& opt, bool sequential) {
+RunResult run_one(const Options& opt, const std::string& pattern) {
   RunResult res;
-  res.pattern = sequential ? "sequential" : "random";
+  res.pattern = pattern;
+  const bool sequential = pattern == "sequential", idle = pattern == "none";
   const std::string image =
       opt.image.empty() ? "/dev/shm/syncdax-defragbench-" + std::to_string(::getpid()) + ".img" : opt.image;
   if (::access(image.c_str(), F_OK) == 0)
@@ -228,7 +237,8 @@ RunResult run_one(const Options& opt, bool sequential) {
   };
   fs->reset_fault_stats();
   wr.ph[kWarm].t_begin = now_ns();
-  std::thread writer([&] { wr.run(); });
+  std::thread writer;
+  if (!idle) writer = std::thread([&] { wr.run(); });
   sleep_s(0.3);
   switch_to(kBaseline);
   sleep_s(opt.baseline_s);
@@ -239,7 +249,7 @@ RunResult run_one(const Options& opt, bool sequential) {
   switch_to(kAfter);
   sleep_s(opt.after_s);
   switch_to(kStop);
-  writer.join();
+  if (writer.joinable()) writer.join();
   for (int p = 0; p < kPhases; ++p) res.ph[p] = wr.ph[p];
   const DefragStats ds = need(std::move(dr), "defragment");
   res.defrag_s = static_cast<double>(d1 - d0) / 1e9;
@@ -325,16 +335,30 @@ void print(const Options& opt, const RunResult& r) {
               mib(r.blocks_moved * kPage).c_str(),
               r.defrag_s > 0 ? static_cast<double>(r.blocks_moved * kPage) / (1 << 20) / r.defrag_s : 0,
               static_cast<unsigned long long>((r.blocks_moved * kPage + (2 << 20) - 1) / (2 << 20)));
-  std::printf("%-9s %7s %10s %11s %7s %8s %8s %9s %10s %9s %10s %7s %7s\n", "phase", "secs", "ops", "ops/s",
-              "vs base", "p50 us", "p99 us", "p99.9 us", "max us", "stalls", "stalled %", "vcsw", "ivcsw");
+  if (r.pattern == "none") return;  // no writer: the defragmentation alone
+  std::printf("%-9s %7s %10s %11s %7s %8s %8s %9s %10s\n", "phase", "secs", "ops", "ops/s", "vs base", "p50 us",
+              "p99 us", "p99.9 us", "max us");
+  for (int p = kBaseline; p < kPhases; ++p) {
+    const PhaseData& d = r.ph[p];
+    std::printf("%-9s %7.3f %10llu %11.0f %7s %8.2f %8.2f %9.2f %10.1f\n", kPhaseName[p], phase_s(d),
+                static_cast<unsigned long long>(d.hist.count()), ops_per_s(d),
+                fmt_ratio(ops_per_s(d), ops_per_s(base)).c_str(), d.hist.pct_us(0.5), d.hist.pct_us(0.99),
+                d.hist.pct_us(0.999), d.hist.max_us());
+  }
+  std::printf("where the writer's time went:\n");
+  std::printf("%-9s %9s %10s %10s %7s %11s %7s %7s %7s\n", "phase", "stalls", "stalled %", "faults %", "cpu %",
+              "ops/cpu-s", "vs base", "vcsw", "ivcsw");
   for (int p = kBaseline; p < kPhases; ++p) {
     const PhaseData& d = r.ph[p];
     const double secs = phase_s(d);
-    std::printf("%-9s %7.3f %10llu %11.0f %7s %8.2f %8.2f %9.2f %10.1f %9llu %9.1f%% %7ld %7ld\n", kPhaseName[p],
-                secs, static_cast<unsigned long long>(d.hist.count()), ops_per_s(d),
-                fmt_ratio(ops_per_s(d), ops_per_s(base)).c_str(), d.hist.pct_us(0.5), d.hist.pct_us(0.99),
-                d.hist.pct_us(0.999), d.hist.max_us(), static_cast<unsigned long long>(d.stalls),
-                secs > 0 ? static_cast<double>(d.stalled_ns) / 1e9 / secs * 100 : 0, d.nvcsw, d.nivcsw);
+    uint64_t fault_ns = 0;
+    for (const auto& k : d.faults.kinds) fault_ns += k.total_ns;
+    auto per_cpu = [](const PhaseData& x) { return x.cpu_s > 0 ? static_cast<double>(x.hist.count()) / x.cpu_s : 0; };
+    std::printf("%-9s %9llu %9.1f%% %9.1f%% %6.0f%% %11.0f %7s %7ld %7ld\n", kPhaseName[p],
+                static_cast<unsigned long long>(d.stalls),
+                secs > 0 ? static_cast<double>(d.stalled_ns) / 1e9 / secs * 100 : 0,
+                secs > 0 ? static_cast<double>(fault_ns) / 1e9 / secs * 100 : 0, secs > 0 ? d.cpu_s / secs * 100 : 0,
+                per_cpu(d), fmt_ratio(per_cpu(d), per_cpu(base)).c_str(), d.nvcsw, d.nivcsw);
   }
   for (int p = kBaseline; p < kPhases; ++p)
     std::printf("faults, %-8s: %s\n", kPhaseName[p], fault_summary(r.ph[p].faults).c_str());
@@ -373,6 +397,7 @@ Json result_json(const Options& opt, const RunResult& r) {
         {"stalled_seconds", static_cast<double>(d.stalled_ns) / 1e9},
         {"voluntary_context_switches", d.nvcsw},
         {"involuntary_context_switches", d.nivcsw},
+        {"writer_cpu_seconds", d.cpu_s},
         {"syncdax_faults", faults_json(d.faults)}};
   }
   const double base = ops_per_s(r.ph[kBaseline]);
@@ -419,8 +444,8 @@ int main(int argc, char** argv) {
   CLI::App app{"defrag_bench: a writer's stores through a MAP_SYNC mapping while File::defragment() moves the file"};
   app.add_option("--size", size, "file size (K/M/G suffix; a multiple of 2M)")->capture_default_str();
   app.add_option("--piece", piece, "fragment size of the initial file (a multiple of 4K)")->capture_default_str();
-  app.add_option("--pattern", opt.pattern, "writer's slots: random, sequential or both")
-      ->check(CLI::IsMember({"random", "sequential", "both"}))
+  app.add_option("--pattern", opt.pattern, "writer's slots: random, sequential, both, or none (no writer)")
+      ->check(CLI::IsMember({"random", "sequential", "both", "none"}))
       ->capture_default_str();
   app.add_option("--baseline-seconds", opt.baseline_s, "writer alone before defragment()")->capture_default_str();
   app.add_option("--after-seconds", opt.after_s, "writer alone after defragment()")->capture_default_str();
@@ -442,9 +467,9 @@ int main(int argc, char** argv) {
               machine_load().c_str(), timer_floor_us());
   Json runs = Json::array();
   try {
-    for (bool seq : {false, true}) {
-      if (opt.pattern != "both" && (opt.pattern == "sequential") != seq) continue;
-      const auto r = run_one(opt, seq);
+    for (const std::string pattern : {"random", "sequential", "none"}) {
+      if (opt.pattern == "both" ? pattern == "none" : opt.pattern != pattern) continue;
+      const auto r = run_one(opt, pattern);
       print(opt, r);
       runs.push_back(result_json(opt, r));
     }
@@ -452,8 +477,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "defrag_bench: %s\n", a.error.message.c_str());
     return 1;
   }
-  std::printf("\nvs base: ops/s against the baseline phase of the same run. stalls: stores slower than --stall-us.\n"
-              "vcsw/ivcsw: the writer's voluntary (it slept: a lock, a commit) and involuntary context switches.\n");
+  std::printf("\nvs base: against the baseline phase of the same run. stalls: stores slower than --stall-us;\n"
+              "stalled %%: their time, faults %%: syncdax's fault handler's time (lock waits included), cpu %%: the\n"
+              "writer thread's CPU time, each in %% of the phase. ops/cpu-s: ops per second of the writer's CPU\n"
+              "time (what a busy machine's preemptions do not change). vcsw/ivcsw: the writer's voluntary (it\n"
+              "slept: a lock, a commit) and involuntary (preempted) context switches.\n");
   if (!opt.json_path.empty()) {
     try {
       write_json(opt.json_path, Json{{"bench", "defrag_bench"},
