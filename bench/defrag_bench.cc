@@ -324,8 +324,11 @@ Json faults_json(const FaultStats& s) {
 void print(const Options& opt, const RunResult& r) {
   const PhaseData& base = r.ph[kBaseline];
   const PhaseData& dfg = r.ph[kDefrag];
-  std::printf("\n== %s writer: one 64 B record + persist (clwb, sfence) per op, over the whole %s file ==\n",
-              r.pattern.c_str(), mib(opt.size).c_str());
+  if (r.pattern == "none")
+    std::printf("\n== no writer: defragment() alone, %s file ==\n", mib(opt.size).c_str());
+  else
+    std::printf("\n== %s writer: one 64 B record + persist (clwb, sfence) per op, over the whole %s file ==\n",
+                r.pattern.c_str(), mib(opt.size).c_str());
   std::printf("file: %llu extents after setup (%s pieces interleaved with a deleted filler, %.1f s)\n",
               static_cast<unsigned long long>(r.extents_initial), size_name(opt.piece).c_str(),
               static_cast<double>(r.setup_ms) / 1e3);
