@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "syncdax/status.hpp"
+#include "syncdax/syncdax.hpp"
 
 namespace sdx::bench::util {
 
@@ -190,5 +191,20 @@ inline void write_text(const std::string& path, const std::string& text) {
 }
 
 inline void write_json(const std::string& path, const Json& j) { write_text(path, j.dump(1) + "\n"); }
+
+// syncdax's fault counters per kind (count, avg_us, max_us), kinds that never
+// happened left out.
+inline Json faults_json(const FaultStats& s) {
+  Json out = Json::object();
+  for (size_t k = 0; k < s.kinds.size(); ++k) {
+    const auto& pk = s.kinds[k];
+    if (pk.count == 0) continue;
+    out[std::string(fault_kind_name(static_cast<FaultKind>(k)))] = {
+        {"count", pk.count},
+        {"avg_us", static_cast<double>(pk.total_ns) / static_cast<double>(pk.count) / 1e3},
+        {"max_us", static_cast<double>(pk.max_ns) / 1e3}};
+  }
+  return out;
+}
 
 }  // namespace sdx::bench::util

@@ -308,19 +308,6 @@ std::string fault_summary(const FaultStats& s) {
   return out.empty() ? "none" : out;
 }
 
-Json faults_json(const FaultStats& s) {
-  Json out = Json::object();
-  for (size_t k = 0; k < s.kinds.size(); ++k) {
-    const auto& pk = s.kinds[k];
-    if (pk.count == 0) continue;
-    out[std::string(fault_kind_name(static_cast<FaultKind>(k)))] = {
-        {"count", pk.count},
-        {"avg_us", static_cast<double>(pk.total_ns) / static_cast<double>(pk.count) / 1e3},
-        {"max_us", static_cast<double>(pk.max_ns) / 1e3}};
-  }
-  return out;
-}
-
 void print(const Options& opt, const RunResult& r) {
   const PhaseData& base = r.ph[kBaseline];
   const PhaseData& dfg = r.ph[kDefrag];

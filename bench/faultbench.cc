@@ -547,19 +547,6 @@ Json histogram_json(const std::vector<double>& us) {
   return out;
 }
 
-Json faults_json(const FaultStats& s) {
-  Json out = Json::object();
-  for (size_t k = 0; k < s.kinds.size(); ++k) {
-    const auto& pk = s.kinds[k];
-    if (pk.count == 0) continue;
-    out[std::string(fault_kind_name(static_cast<FaultKind>(k)))] = {
-        {"count", pk.count},
-        {"avg_us", static_cast<double>(pk.total_ns) / static_cast<double>(pk.count) / 1e3},
-        {"max_us", static_cast<double>(pk.max_ns) / 1e3}};
-  }
-  return out;
-}
-
 Json rows_json(const std::vector<Row>& rows, const Row& shm) {
   const Stats ref = stats_of(shm.pooled());
   Json out = Json::array();

@@ -151,21 +151,29 @@ inline std::optional<unsigned char> byte_value(const std::string& s) {
   return static_cast<unsigned char>(*v);
 }
 
-// OFF and LEN of a command, with xfs_io's complaints about malformed ones.
-inline bool offset_length(Session& s, const Opts& o, uint64_t& off, uint64_t& len) {
-  auto a = cvtnum(o.words[0]);
-  if (!a) {
-    complain(s, "non-numeric offset argument -- " + o.words[0]);
-    return false;
+// Words [first, first+n) of a command as numbers, with xfs_io's complaint (naming the
+// argument) about the first malformed one.
+struct NumArg {
+  const char* complaint;  // "non-numeric offset argument"
+  uint64_t* out;
+};
+inline bool numeric_args(Session& s, const Opts& o, size_t first, std::initializer_list<NumArg> args) {
+  size_t i = first;
+  for (const NumArg& a : args) {
+    auto v = cvtnum(o.words[i]);
+    if (!v) {
+      complain(s, std::string(a.complaint) + " -- " + o.words[i]);
+      return false;
+    }
+    *a.out = *v;
+    ++i;
   }
-  auto b = cvtnum(o.words[1]);
-  if (!b) {
-    complain(s, "non-numeric length argument -- " + o.words[1]);
-    return false;
-  }
-  off = *a;
-  len = *b;
   return true;
+}
+
+// OFF and LEN of a command.
+inline bool offset_length(Session& s, const Opts& o, uint64_t& off, uint64_t& len) {
+  return numeric_args(s, o, 0, {{"non-numeric offset argument", &off}, {"non-numeric length argument", &len}});
 }
 
 // The fill byte of pwrite/mwrite: -S (xfs_io's name) or -p, else `def`.
@@ -417,27 +425,11 @@ inline void cmd_stat(Session& s, const Opts&) {
 
 // ---- reflink, dedupe, defragmentation, extents ----
 
-// SRC_OFF DST_OFF LEN of reflink and dedupe (words 1 to 3), with xfs_io's complaints.
+// SRC_OFF DST_OFF LEN of reflink and dedupe (words 1 to 3).
 inline bool remap_args(Session& s, const Opts& o, uint64_t& src_off, uint64_t& dst_off, uint64_t& len) {
-  auto a = cvtnum(o.words[1]);
-  if (!a) {
-    complain(s, "non-numeric src offset argument -- " + o.words[1]);
-    return false;
-  }
-  auto b = cvtnum(o.words[2]);
-  if (!b) {
-    complain(s, "non-numeric dest offset argument -- " + o.words[2]);
-    return false;
-  }
-  auto c = cvtnum(o.words[3]);
-  if (!c) {
-    complain(s, "non-positive length argument -- " + o.words[3]);
-    return false;
-  }
-  src_off = *a;
-  dst_off = *b;
-  len = *c;
-  return true;
+  return numeric_args(s, o, 1, {{"non-numeric src offset argument", &src_off},
+                                {"non-numeric dest offset argument", &dst_off},
+                                {"non-positive length argument", &len}});
 }
 
 // The source file of reflink and dedupe, read-only, as xfs_io opens its infile.
