@@ -319,12 +319,11 @@ void print(const Options& opt, const RunResult& r) {
   std::printf("file: %llu extents after setup (%s pieces interleaved with a deleted filler, %.1f s)\n",
               static_cast<unsigned long long>(r.extents_initial), size_name(opt.piece).c_str(),
               static_cast<double>(r.setup_ms) / 1e3);
-  std::printf("defragment(): %.3f s, %llu -> %llu extents, %llu blocks moved (%s, %.0f MiB/s, %llu moves of 2 MiB)\n",
+  std::printf("defragment(): %.3f s, %llu -> %llu extents, %llu blocks moved (%s, %.0f MiB/s)\n",
               r.defrag_s, static_cast<unsigned long long>(r.extents_before),
               static_cast<unsigned long long>(r.extents_after), static_cast<unsigned long long>(r.blocks_moved),
               mib(r.blocks_moved * kPage).c_str(),
-              r.defrag_s > 0 ? static_cast<double>(r.blocks_moved * kPage) / (1 << 20) / r.defrag_s : 0,
-              static_cast<unsigned long long>((r.blocks_moved * kPage + (2 << 20) - 1) / (2 << 20)));
+              r.defrag_s > 0 ? static_cast<double>(r.blocks_moved * kPage) / (1 << 20) / r.defrag_s : 0);
   if (r.pattern == "none") return;  // no writer: the defragmentation alone
   std::printf("%-9s %7s %10s %11s %7s %8s %8s %9s %10s\n", "phase", "secs", "ops", "ops/s", "vs base", "p50 us",
               "p99 us", "p99.9 us", "max us");

@@ -74,13 +74,15 @@ class Dax {
   bool simulated() const { return sim_; }
 
   enum class Outcome { kInstalled, kSigbus, kNotOurs };
-  // Resolve an access at `addr` of mapping `m` (from the SIGSEGV handler, or from
-  // MAP_POPULATE). Signal-safe: no heap, only syncdax's locks.
-  Outcome fault(Map& m, uintptr_t addr, bool write);
+  // Resolve an access at `addr` of mapping `m` (from the SIGSEGV handler, from
+  // MAP_POPULATE, or from a refill, which `count` false keeps out of the statistics).
+  // Signal-safe: no heap, only syncdax's locks.
+  Outcome fault(Map& m, uintptr_t addr, bool write, bool count = true);
 
  private:
   static void on_layout(void* ctx, fs::Inode& ino, uint64_t off, uint64_t len, fs::LayoutChange how);
   void drop(Map& m, size_t first, size_t last, fs::LayoutChange how);
+  void refill(Map& m, uint64_t lo, uint64_t hi);
   Status flush_dirty(Map& m, size_t first, size_t last);
   Status flush_range(const Map& m, uint64_t file_off, size_t len);
   void record(FaultKind k, uint64_t ns);

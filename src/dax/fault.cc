@@ -51,7 +51,7 @@ void set_states(Map& m, size_t first, size_t last, uint8_t bits) {
 
 }  // namespace
 
-Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
+Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write, bool count) {
   // A store to a read-only mapping, or any access to PROT_NONE, is the process's
   // own SIGSEGV, as the kernel gives it.
   if (write ? !(m.prot & PROT_WRITE) : m.prot == PROT_NONE) return Outcome::kNotOurs;
@@ -64,7 +64,7 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
   const bool upgrade = write && (m.pages[idx].load(std::memory_order_relaxed) & kInstalled);
   bool allocated = false, committed = false;
   auto sigbus = [&] {
-    record(FaultKind::kSigbus, mono_ns() - t0);
+    if (count) record(FaultKind::kSigbus, mono_ns() - t0);
     return Outcome::kSigbus;
   };
 
@@ -146,7 +146,7 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
   else if (allocated) kind = FaultKind::kWriteAlloc;
   else if (write) kind = FaultKind::kWrite;
   else kind = (m.pages[idx].load(std::memory_order_relaxed) & kBlock) ? FaultKind::kReadBlock : FaultKind::kReadHole;
-  record(kind, mono_ns() - t0);
+  if (count) record(kind, mono_ns() - t0);
   return Outcome::kInstalled;
 }
 
@@ -173,8 +173,27 @@ void Dax::on_layout(void* ctx, fs::Inode& ino, uint64_t off, uint64_t len, fs::L
     if (m.inode != a.ino) return;
     const uint64_t lo = std::max(a.off, m.offset), hi = std::min(a.off + a.len, m.offset + m.reserved);
     if (lo >= hi) return;
-    m.dax->drop(m, (lo - m.offset) / kPage, (hi - m.offset + kPage - 1) / kPage, a.how);
+    if (a.how == fs::LayoutChange::kRefill) m.dax->refill(m, lo, hi);
+    else m.dax->drop(m, (lo - m.offset) / kPage, (hi - m.offset + kPage - 1) / kPage, a.how);
   }, &args);
+}
+
+// Map file bytes [lo, hi) of a synchronous writable mapping again after a move (fs
+// committed it), as its writer's next faults would: the mover's thread pays for the
+// install instead of every writer. A read fault maps a committed block writable there
+// and, unlike a write fault, never allocates the rest of its window. Other mappings
+// fault as usual.
+void Dax::refill(Map& m, uint64_t lo, uint64_t hi) {
+  if (!m.sync || !(m.prot & PROT_WRITE)) return;
+  for (uint64_t off = lo; off < hi;) {
+    const size_t idx = (off - m.offset) / kPage;
+    if (!(m.pages[idx].load(std::memory_order_relaxed) & kInstalled))
+      (void)fault(m, reinterpret_cast<uintptr_t>(m.base) + idx * kPage, false, false);
+    // The next page the install did not reach, or the next window.
+    uint64_t next = off + kPage;
+    while (next < hi && (m.pages[(next - m.offset) / kPage].load(std::memory_order_relaxed) & kInstalled)) next += kPage;
+    off = next;
+  }
 }
 
 // Drop pages [first, last) of m that the change makes wrong (see fs::LayoutChange);
@@ -192,6 +211,7 @@ void Dax::drop(Map& m, size_t first, size_t last, fs::LayoutChange how) {
       case kAllocated: return !(st & kBlock) && !private_copy;
       case kMoved: return (st & kBlock) && !private_copy;
       case kShared: return !m.priv && (st & kWritable);
+      case kRefill: return false;
     }
     return true;
   };

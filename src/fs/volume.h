@@ -120,11 +120,14 @@ struct Iomap {
 //  kMoved:     the same bytes now live in other blocks (copy-on-write, defragment):
 //              pages mapping a block must go, private copies and zero pages may stay;
 //  kShared:    the blocks stay but are now shared with another extent: no shared
-//              mapping may keep them writable (fs itself flushes their data).
-enum class LayoutChange { kAllocated, kRemoved, kMoved, kShared };
-// Called with Volume::mu_ held after a range's mapping changed; it must not call back
-// into the Volume nor take its locks, and (like the fault path it serves) must not
-// allocate heap memory.
+//              mapping may keep them writable (fs itself flushes their data);
+//  kRefill:    a moved range is settled (defragment): mappings may map it again at
+//              once, sparing their writers a fault each. Unlike the others it comes
+//              with no lock held, and the hook may fault pages in.
+enum class LayoutChange { kAllocated, kRemoved, kMoved, kShared, kRefill };
+// Called with Volume::mu_ held after a range's mapping changed (kRefill: with no lock
+// held); it must not call back into the Volume nor take its locks, and (like the fault
+// path it serves) must not allocate heap memory.
 using LayoutHook = void (*)(void* ctx, Inode& ino, uint64_t off, uint64_t len, LayoutChange how);
 
 // An open file: the inode and the access mode it was opened with.
