@@ -175,6 +175,23 @@ TEST_F(MmapTest, NonSyncStoresSurviveAfterMsync) {
   EXPECT_TRUE(holds(*after, "/f", 9, 0, kLen));
 }
 
+// Unmapping does not discard what was stored: as the kernel keeps the dirty pages of
+// the file after munmap, a later fsync makes them durable (found by `syncdax crashtest
+// --kill --no-sync`: the stores of a clean run were lost after unmount).
+TEST_F(MmapTest, NonSyncStoresUnmappedBeforeFsyncSurvive) {
+  File f = create("/f");
+  constexpr size_t kLen = 64 << 10;
+  SDX_ASSERT_OK(f.ftruncate(kLen));
+  {
+    SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kLen, PROT_READ | PROT_WRITE, MAP_SHARED));
+    fill(m.data(), 11, 0, kLen);
+  }
+  SDX_ASSERT_OK(f.fsync());
+  auto after = crashed();
+  ASSERT_NE(after, nullptr);
+  EXPECT_TRUE(holds(*after, "/f", 11, 0, kLen));
+}
+
 // A synchronous store persisted without a flush of its own line is not durable: the
 // simulated device sees exactly what user space flushed.
 TEST_F(MmapTest, OnlyPersistedLinesSurvive) {
