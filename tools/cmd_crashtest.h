@@ -41,6 +41,7 @@ inline Action setup_crashtest(CLI::App& sub) {
   sub.add_option("--dir", o->dir, "directory for kept crash images and the kill rounds' medium")
       ->capture_default_str();
   sub.add_option("--report", o->report, "crash points whose violations are printed in full")->capture_default_str();
+  sub.add_flag("--print-workload", o->print_workload, "print the operations of workload --seed and exit");
   sub.add_flag("--no-progress", [o](int64_t) { o->progress = false; }, "no progress bar on stderr");
   sub.footer(
       "Runs randomized workloads on sim devices -- stores through MAP_SYNC mappings of empty and\n"
@@ -53,6 +54,7 @@ inline Action setup_crashtest(CLI::App& sub) {
     if (o->kill && o->replay) usage_fail("--replay", "replays a power-failure crash point; a kill cannot be replayed");
     auto r = crashtest::run(*o);
     if (!r) fail("crashtest", r.error());
+    if (o->print_workload) return kExitOk;
     std::printf("crash points: %" PRIu64 ", violations: %" PRIu64 "\n", r->points, r->violations);
     return r->violations == 0 ? kExitOk : kExitFailure;
   };

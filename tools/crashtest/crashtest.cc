@@ -386,9 +386,23 @@ Result<Summary> run_kill(const Options& o, Progress& p) {
   return sum;
 }
 
+
+void print_table(const std::vector<Op>& t) {
+  for (size_t r = 0; r < t.size(); ++r) {
+    const Op& op = t[r];
+    std::printf("%5zu lane %u %-9s %-4s off %6" PRIu64 " len %6" PRIu64 " seed %6" PRIu64 " aux %d name %u -> size %" PRIu64 "\n",
+                r, op.lane, op_name(op.kind), file_name(op.file).c_str(), op.off, op.len, op.seed,
+                op.aux == kNoFile ? -1 : int(op.aux), op.name, op.size_after);
+  }
+}
+
 }  // namespace
 
 Result<Summary> run(const Options& o) {
+  if (o.print_workload) {
+    print_table(generate({o.seed, o.ops, o.sync}));
+    return Summary{};
+  }
   if (o.replay) return run_replay(o);
   Progress p(o.progress);
   Result<Summary> r = o.kill ? run_kill(o, p) : run_power(o, p);

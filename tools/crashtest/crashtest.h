@@ -26,6 +26,7 @@ struct Options {
   std::string dir;          // where kept images and the kill rounds' medium go
   uint64_t report = 5;      // crash points whose violations are printed in full
   bool progress = true;     // progress bar on stderr (when it is a terminal)
+  bool print_workload = false;  // print the table of workload `seed` and stop
 };
 
 struct Summary {
