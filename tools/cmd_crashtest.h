@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
+#include <algorithm>
 
 #include "cli.h"
 #include "crashtest/crashtest.h"
@@ -39,6 +41,10 @@ inline Action setup_crashtest(CLI::App& sub) {
                  "check only the crash at this fence of workload --seed and keep its image (printed)")
       ->type_name("FENCE");
   sub.add_option("--dir", o->dir, "directory for kept crash images and the kill rounds' medium")
+      ->capture_default_str();
+  o->jobs = std::max(1u, std::thread::hardware_concurrency());
+  sub.add_option("--jobs,-j", o->jobs, "worker processes checking crash points (default: one per CPU)")
+      ->check(CLI::Range(1u, 256u))
       ->capture_default_str();
   sub.add_option("--report", o->report, "crash points whose violations are printed in full")->capture_default_str();
   sub.add_flag("--print-workload", o->print_workload, "print the operations of workload --seed and exit");

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <optional>
 #include <vector>
@@ -30,7 +31,7 @@ namespace {
 
 // Small, so that a crash image is cheap to take and to recover, yet room for every file
 // of a workload at its largest plus the journal.
-constexpr uint64_t kDevSize = 4ull << 20;
+constexpr uint64_t kDevSize = 2ull << 20;
 // Crash images held at once (kDevSize each) before they are checked.
 constexpr size_t kBatch = 32;
 
@@ -193,52 +194,141 @@ Result<Summary> run_replay(const Options& o) {
   const std::string path =
       o.dir + "/syncdax-crashtest-" + std::to_string(o.seed) + "-" + std::to_string(k) + ".img";
   SDX_TRY(keep_image(img.image, path));
-  std::printf("workload seed %" PRIu64 ", crash at fence %" PRIu64 " (of %" PRIu64 "..%" PRIu64 "): %s\n", o.seed,
-              k, r.base + 1, r.end, viol.empty() ? "no violation" : "violations:");
+  std::printf("workload seed %" PRIu64 ", crash at fence %" PRIu64 ": %s\n", o.seed, k,
+              viol.empty() ? "no violation" : "violations:");
   print_violations(viol);
   std::printf("crash image kept at %s (a sim image: try `syncdax fsck` or `syncdax io` on it)\n", path.c_str());
   return Summary{1, viol.empty() ? 0u : 1u};
 }
 
-Result<Summary> run_power(const Options& o, Progress& p) {
-  const CrashVariant v{o.evict_prob, o.torn};
-  Summary sum;
+// The crash points of a run: which workloads, and which fences of each.
+struct Planned {
+  uint64_t seed;
+  uint64_t base, end;  // its fences are base+1..end
+  std::vector<uint64_t> points;
+};
+
+Result<std::vector<Planned>> plan(const Options& o, const CrashVariant& v) {
+  std::vector<Planned> out;
   uint64_t remaining = o.points;
-  if (o.points) p.total(o.points);
   for (uint64_t w = 0;; ++w) {
     const uint64_t seed = o.seed + w;
     const auto t = generate({seed, o.ops, o.sync});
     HistoryBuffer hb(t.size());
     SDX_ASSIGN(FenceRun first, run_fences(t, hb.h, o.sync, {}, v, seed));
-    const auto pts = choose_points(first.base, first.end, remaining, seed);
-    if (!o.points) p.total(pts.size());
-    for (size_t b = 0; b < pts.size(); b += kBatch) {
-      std::vector<uint64_t> batch(pts.begin() + b, pts.begin() + std::min(pts.size(), b + kBatch));
-      SDX_ASSIGN(FenceRun r, run_fences(t, hb.h, o.sync, batch, v, seed));
+    if (first.end == first.base) return fail(EINVAL, "workload seed " + std::to_string(seed) + " has no fence");
+    out.push_back({seed, first.base, first.end, choose_points(first.base, first.end, remaining, seed)});
+    if (!o.points) break;
+    remaining -= std::min<uint64_t>(remaining, out.back().points.size());
+    if (remaining == 0) break;
+  }
+  return out;
+}
+
+// Counters shared by the worker processes of one run (MAP_SHARED memory).
+struct Shared {
+  std::atomic<uint64_t> violations{0};
+  std::atomic<uint64_t> reported{0};
+};
+
+// One worker's share of the batches (those with index % jobs == job). It writes one byte
+// to `tick` per crash point checked and reports violations itself, each in one write.
+Status power_worker(const Options& o, const std::vector<Planned>& plan, unsigned job, unsigned jobs,
+                    Shared& shared, int tick) {
+  const CrashVariant v{o.evict_prob, o.torn};
+  size_t index = 0;
+  for (const Planned& w : plan) {
+    std::optional<std::vector<Op>> t;
+    std::optional<HistoryBuffer> hb;
+    for (size_t b = 0; b < w.points.size(); b += kBatch, ++index) {
+      if (index % jobs != job) continue;
+      if (!t) {
+        t = generate({w.seed, o.ops, o.sync});
+        hb.emplace(t->size());
+      }
+      std::vector<uint64_t> batch(w.points.begin() + b, w.points.begin() + std::min(w.points.size(), b + kBatch));
+      SDX_ASSIGN(FenceRun r, run_fences(*t, hb->h, o.sync, batch, v, w.seed));
       if (r.images.size() != batch.size())
-        return fail(EIO, "workload seed " + std::to_string(seed) + " is not deterministic: " +
+        return fail(EIO, "workload seed " + std::to_string(w.seed) + " is not deterministic: " +
                              std::to_string(r.images.size()) + " of " + std::to_string(batch.size()) +
                              " crash points were reached again");
       for (const auto& img : r.images) {
-        auto viol = check_image(img.image, t, hb.h, img.fence);
-        ++sum.points;
+        auto viol = check_image(img.image, *t, hb->h, img.fence);
         if (!viol.empty()) {
-          if (sum.violations++ < o.report) {
-            p.finish();
-            std::printf("violation: workload seed %" PRIu64 ", crash at fence %" PRIu64 " of %" PRIu64 "..%" PRIu64
-                        ":\n",
-                        seed, img.fence, first.base + 1, first.end);
-            print_violations(viol);
-            std::printf("  replay: %s\n", replay_command(o, seed, img.fence).c_str());
+          shared.violations.fetch_add(1);
+          if (shared.reported.fetch_add(1) < o.report) {
+            std::string msg = "violation: workload seed " + std::to_string(w.seed) + ", crash at fence " +
+                              std::to_string(img.fence) + " of " + std::to_string(w.base + 1) + ".." +
+                              std::to_string(w.end) + ":\n";
+            for (const std::string& s : viol) msg += "    " + s + "\n";
+            msg += "  replay: " + replay_command(o, w.seed, img.fence) + "\n";
+            std::fflush(stdout);
+            if (::write(STDOUT_FILENO, msg.data(), msg.size()) < 0) return fail(errno, "standard output");
           }
         }
-        p.update(sum);
+        const char c = 1;
+        if (::write(tick, &c, 1) != 1) return fail(errno, "progress pipe");
       }
     }
-    if (!o.points) break;
-    remaining -= std::min<uint64_t>(remaining, pts.size());
-    if (remaining == 0) break;
   }
+  return ok();
+}
+
+// The batches are spread over `jobs` forked workers (the checks are independent and
+// each worker re-runs the deterministic workload itself); the parent only counts.
+Result<Summary> run_power(const Options& o, Progress& p) {
+  const CrashVariant v{o.evict_prob, o.torn};
+  SDX_ASSIGN(auto planned, plan(o, v));
+  uint64_t total = 0;
+  for (const Planned& w : planned) total += w.points.size();
+  p.total(total);
+  void* mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return fail(errno, "mmap of the shared counters");
+  Shared* shared = new (mem) Shared;
+  int tick[2];
+  if (::pipe2(tick, O_CLOEXEC) != 0) return fail(errno, "pipe");
+  const unsigned jobs = std::max(1u, o.jobs);
+  std::vector<pid_t> kids;
+  std::fflush(nullptr);
+  for (unsigned j = 0; j < jobs; ++j) {
+    const pid_t pid = ::fork();
+    if (pid < 0) return fail(errno, "fork");
+    if (pid == 0) {
+      ::close(tick[0]);
+      Status s = power_worker(o, planned, j, jobs, *shared, tick[1]);
+      if (!s) std::fprintf(stderr, "syncdax: crashtest: %s\n", s.error().to_string().c_str());
+      std::fflush(nullptr);
+      ::_exit(s ? 0 : 2);
+    }
+    kids.push_back(pid);
+  }
+  ::close(tick[1]);
+  Summary sum;
+  char buf[256];
+  for (;;) {
+    const ssize_t n = ::read(tick[0], buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    sum.points += static_cast<uint64_t>(n);
+    sum.violations = shared->violations.load();
+    p.update(sum);
+  }
+  ::close(tick[0]);
+  bool worker_failed = false;
+  for (pid_t k : kids) {
+    int status = 0;
+    while (::waitpid(k, &status, 0) < 0 && errno == EINTR) {
+    }
+    worker_failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+  }
+  sum.violations = shared->violations.load();
+  ::munmap(mem, sizeof(Shared));
+  if (worker_failed) return fail(EIO, "a worker failed (its message is above)");
+  if (sum.points != total)
+    return fail(EIO, std::to_string(sum.points) + " of " + std::to_string(total) + " crash points were checked");
   return sum;
 }
 

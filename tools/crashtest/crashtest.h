@@ -24,6 +24,7 @@ struct Options {
   uint64_t rounds = 20;     // kill rounds
   std::optional<uint64_t> replay;  // check this one fence of workload `seed`, keep its image
   std::string dir;          // where kept images and the kill rounds' medium go
+  unsigned jobs = 1;        // worker processes checking crash points
   uint64_t report = 5;      // crash points whose violations are printed in full
   bool progress = true;     // progress bar on stderr (when it is a terminal)
   bool print_workload = false;  // print the table of workload `seed` and stop
