@@ -99,7 +99,7 @@ uint64_t sim_fences(void* sim) { return static_cast<device::SimDevice*>(sim)->fe
 
 struct FenceRun {
   uint64_t base = 0;  // fence count when the workload started
-  uint64_t end = 0;   // after its last row
+  uint64_t end = 0;   // after its unmount
   std::vector<FenceCapture::Image> images;
 };
 
@@ -128,6 +128,8 @@ Result<FenceRun> run_fences(const std::vector<Op>& t, History& h, bool sync, std
   eo.fence_ctx = sim;
   if (auto s = execute(*fs, t, h, eo); !s)
     return fail(s.error().code, "workload seed " + std::to_string(seed) + ": " + s.error().message);
+  // The crash points include the end: the files closed (orphans reclaimed) and unmount.
+  if (!(cap && cap->done().load())) SDX_TRY(fs->unmount());
   r.end = sim->fence_count();
   if (cap) r.images = std::move(cap->images());
   return r;
