@@ -199,6 +199,24 @@ Result<Summary> run_replay(const Options& o) {
   std::printf("workload seed %" PRIu64 ", crash at fence %" PRIu64 ": %s\n", o.seed, k,
               viol.empty() ? "no violation" : "violations:");
   print_violations(viol);
+  // What was going on: the rows started before the crash and not acknowledged, and the
+  // last ones acknowledged.
+  std::vector<int> state(t.size(), 0);  // 1 started, 2 acknowledged
+  for (size_t i = 0; i < hb.h.size(); ++i) {
+    const Record& rec = hb.h[i];
+    if (rec.fence >= k || rec.row >= t.size()) continue;
+    if (rec.event == Event::kStart) state[rec.row] = std::max(state[rec.row], 1);
+    if (rec.event == Event::kAck) state[rec.row] = 2;
+  }
+  size_t last_acked = t.size();
+  for (size_t row = 0; row < t.size(); ++row) {
+    if (state[row] == 2) last_acked = row;
+    if (state[row] == 1)
+      std::printf("  in flight: row %zu, %s %s\n", row, op_name(t[row].kind), file_name(t[row].file).c_str());
+  }
+  if (last_acked < t.size())
+    std::printf("  last acknowledged: row %zu, %s %s\n", last_acked, op_name(t[last_acked].kind),
+                file_name(t[last_acked].file).c_str());
   std::printf("crash image kept at %s (a sim image: try `syncdax fsck` or `syncdax io` on it)\n", path.c_str());
   return Summary{1, viol.empty() ? 0u : 1u};
 }
