@@ -479,16 +479,16 @@ Result<Summary> run_kill(const Options& o, Progress& p) {
       }
     }
     ++sum.points;
-    if (!viol.empty()) {
+    if (!viol.empty() && sum.violations++ < o.report) {
+      // Only the reported rounds keep their image: a run of the negative control would
+      // otherwise fill the directory.
       const std::string kept = o.dir + "/syncdax-crashtest-kill-" + std::to_string(seed) + ".img";
       std::rename(saved.c_str(), kept.c_str());
-      if (sum.violations++ < o.report) {
-        p.finish();
-        std::printf("violation: kill round %" PRIu64 ", workload seed %" PRIu64 " (%zu history records):\n", round,
-                    seed, h.size());
-        print_violations(viol);
-        std::printf("  the image as the killed child left it: %s\n", kept.c_str());
-      }
+      p.finish();
+      std::printf("violation: kill round %" PRIu64 ", workload seed %" PRIu64 " (%zu history records):\n", round,
+                  seed, h.size());
+      print_violations(viol);
+      std::printf("  the image as the killed child left it: %s\n", kept.c_str());
     } else {
       std::remove(saved.c_str());
     }
