@@ -78,28 +78,6 @@ TEST(Journal, RewritingARangeInOneTransactionKeepsTheLastBytes) {
   EXPECT_EQ(home_at(*d2, a, 5), "secnd");
 }
 
-// Rewriting a range that a later record of the same transaction overlaps must not
-// rewrite the earlier record in place: replay applies records in order, and the later
-// one would then put back bytes older than the rewrite. (The file system's bitmap logs
-// ranges of bytes like these; `syncdax crashtest` found blocks left marked used.)
-TEST(Journal, RewritingARangeAfterAnOverlappingRecordKeepsTheLastBytes) {
-  auto d = fresh();
-  Journal j(*d, kLog, kHome, 1);
-  const uint64_t a = kHome.offset;
-  {
-    Handle h = j.start();
-    h.log(a, bytes_of("AB"));
-    h.log(a + 1, bytes_of("c"));
-    h.log(a, bytes_of("DE"));
-  }
-  ASSERT_TRUE(j.commit_all());
-  auto d2 = device::make_sim(d->crash_image(0, false, 1));
-  ASSERT_TRUE(Journal::recover(*d2, kLog, kHome));
-  EXPECT_EQ(home_at(*d2, a, 2), "DE");
-  ASSERT_TRUE(j.checkpoint());
-  EXPECT_EQ(home_at(*d, a, 2), "DE");
-}
-
 // A power failure during the commit's own fence, with lines surviving at random, must
 // leave the transaction either wholly applied or wholly absent.
 struct TornCtx {

@@ -153,16 +153,8 @@ void Handle::log(uint64_t dev_off, std::span<const std::byte> bytes) {
   Tx& tx = *tx_;
   Lock l(tx.mu);
   if (auto it = tx.by_off.find(dev_off); it != tx.by_off.end() && tx.recs[it->second].len == bytes.size()) {
-    // Rewrite in place only if no later record overlaps the range: replay goes in
-    // order, so such a record would put back bytes older than these. Then append.
-    const uint64_t end = dev_off + bytes.size();
-    bool overlapped = false;
-    for (size_t i = it->second + 1; i < tx.recs.size() && !overlapped; ++i)
-      overlapped = tx.recs[i].off < end && dev_off < tx.recs[i].off + tx.recs[i].len;
-    if (!overlapped) {
-      std::memcpy(tx.data.data() + tx.recs[it->second].data, bytes.data(), bytes.size());
-      return;
-    }
+    std::memcpy(tx.data.data() + tx.recs[it->second].data, bytes.data(), bytes.size());
+    return;
   }
   tx.by_off[dev_off] = tx.recs.size();
   tx.recs.push_back({dev_off, static_cast<uint32_t>(bytes.size()), tx.data.size()});
