@@ -33,6 +33,7 @@
 #include "journal/journal.h"
 #include "pmem/pmem.h"
 #include "bench_util.h"
+#include "svg_plot.h"
 #include "syncdax/syncdax.hpp"
 
 namespace sdx::bench {
@@ -606,6 +607,35 @@ Json rows_json(const std::vector<Row>& rows, const Row& shm) {
   return out;
 }
 
+// Every row's pooled histogram in one panel, the kernel baselines first and grey, then
+// the syncdax rows in the summary's order, coloured by mapping kind.
+std::string histogram_plot(const std::vector<Row>& rows, const FaultBenchOptions& opt, const std::string& medium,
+                           const std::string& kernel_fs) {
+  svg::Plot plot;
+  plot.title = "syncdax faultbench: latency of the first store to each page, syncdax against the kernel";
+  plot.subtitle = std::to_string(opt.pages) + " pages, " + std::to_string(opt.repeat) + " run" +
+                  (opt.repeat == 1 ? "" : "s") + " per row pooled; syncdax on " + medium + ", kernel page cache on " +
+                  kernel_fs + "; bars: stores per bucket, log scale";
+  plot.x_label = "store latency";
+  for (size_t b = 0; b < kBuckets; ++b) plot.buckets.push_back(bucket_label(b));
+  plot.series = {"kernel baseline", "syncdax MAP_SHARED", "syncdax MAP_SYNC"};
+  bool first_syncdax = true;
+  for (const Row& row : rows) {
+    const std::vector<double> us = row.pooled();
+    const Stats s = stats_of(us);
+    svg::Panel p;
+    p.name = row.label;
+    p.note = "p50 " + fmt_us(s.p50) + " us, avg " + fmt_us(s.avg) + " us, max " + fmt_us(s.max) + " us, " +
+             fmt_count(row.faults_per_run()) + " faults/run";
+    p.series = !row.syncdax() ? 0 : row.sync ? 2 : 1;
+    p.new_line = row.syncdax() && first_syncdax;
+    if (row.syncdax()) first_syncdax = false;
+    p.counts = histogram_of(us);
+    plot.panels.push_back(std::move(p));
+  }
+  return svg::render_histograms(plot);
+}
+
 // "[12/65] run 2/5: syncdax empty, load, MAP_SYNC", rewritten in place on a terminal;
 // elsewhere (a log) one line per round of runs.
 class Progress {
@@ -742,6 +772,11 @@ Status run(const FaultBenchOptions& opt) {
            {"ratios_against", "kernel baselines of this run"},
            {"rows", rows_json(rows, shm)}};
     write_json(opt.json_path, j);
+  }
+  if (!opt.plot_path.empty()) {
+    write_text(opt.plot_path,
+               histogram_plot(rows, opt, std::string(device::kind_name(fs->device().kind())) + " device", pc_fs.name));
+    std::printf("histograms drawn to %s\n", opt.plot_path.c_str());
   }
 
   need(fs->unmount(), "unmount " + image);

@@ -23,6 +23,7 @@ struct FaultBenchOptions {
   uint32_t extent_hint = 0;  // bytes; set on every syncdax file measured (0: none)
   std::string dir = ".";     // where the kernel's page-cache file goes
   std::string json_path;     // every figure as JSON (empty: none)
+  std::string plot_path;     // every row's histogram as an SVG file (empty: none)
 };
 
 // Runs the whole experiment. Fails only when the machine or the file system refuses

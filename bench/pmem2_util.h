@@ -10,10 +10,12 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bench_util.h"
 #include "device/device.h"
@@ -83,6 +85,7 @@ class Pmem2Map {
 
     granularity_ = pmem2_map_get_store_granularity(map_);
     base_ = static_cast<std::byte*>(pmem2_map_get_address(map_));
+    persist_ = pmem2_get_persist_fn(map_);
     flush_ = pmem2_get_flush_fn(map_);
     drain_ = pmem2_get_drain_fn(map_);
   }
@@ -92,6 +95,7 @@ class Pmem2Map {
 
   std::byte* data() const { return base_; }
   pmem2_granularity granularity() const { return granularity_; }
+  void persist(const void* p, size_t n) const { persist_(p, n); }
   void flush(const void* p, size_t n) const { flush_(p, n); }
   void drain() const { drain_(); }
 
@@ -107,8 +111,23 @@ class Pmem2Map {
   pmem2_map* map_ = nullptr;
   pmem2_granularity granularity_ = PMEM2_GRANULARITY_PAGE;
   std::byte* base_ = nullptr;
+  pmem2_persist_fn persist_ = nullptr;
   pmem2_flush_fn flush_ = nullptr;
   pmem2_drain_fn drain_ = nullptr;
 };
+
+// One libpmem2 persist of a dirty 64-byte line, timed alone (p50): the unit durable
+// updates are made of, printed so that a table of them can be checked against it.
+inline double persist_line_us(const Pmem2Map& map) {
+  constexpr size_t kLine = 64;
+  std::vector<double> us(2001);
+  for (size_t i = 0; i < us.size(); ++i) {
+    std::memset(map.data(), static_cast<int>(i & 0xff), kLine);
+    const uint64_t t0 = now_ns();
+    map.persist(map.data(), kLine);
+    us[i] = static_cast<double>(now_ns_stores_done() - t0) / 1e3;
+  }
+  return stats_of(std::move(us)).p50;
+}
 
 }  // namespace sdx::bench::util

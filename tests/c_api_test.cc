@@ -1,9 +1,11 @@
 // The C API (syncdax/syncdax.h): a full round trip through POSIX-style calls, descriptor
-// numbering, and errno + sdx_errormsg on failures.
+// numbering, errno + sdx_errormsg on failures, and reflink, dedupe, extent listing and
+// defragmentation as statfs and the extent flags show them.
 #include "syncdax/syncdax.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -367,6 +369,280 @@ TEST_F(CApiTest, MmapErrorsAreMmapErrno) {
   EXPECT_EQ(sdx_unmount(fs_), -1);
   EXPECT_EQ(errno, EBUSY);
   EXPECT_EQ(sdx_munmap(p, 4096), 0);
+}
+
+}  // namespace
+
+// ---- reflink, dedupe, defragmentation ----
+
+namespace {
+
+uint64_t free_blocks(sdx_fs* fs) {
+  struct sdx_statfs sf;
+  EXPECT_EQ(sdx_statfs(fs, &sf), 0) << sdx_errormsg();
+  return sf.free_blocks;
+}
+
+std::vector<sdx_extent> extents_of(sdx_fs* fs, int fd) {
+  size_t n = 0;
+  EXPECT_EQ(sdx_extents(fs, fd, nullptr, 0, &n), 0) << sdx_errormsg();
+  std::vector<sdx_extent> v(n);
+  size_t again = 0;
+  EXPECT_EQ(sdx_extents(fs, fd, v.data(), v.size(), &again), 0) << sdx_errormsg();
+  EXPECT_EQ(again, n);
+  return v;
+}
+
+// How many bytes of the listed extents carry `flag`.
+uint64_t bytes_flagged(const std::vector<sdx_extent>& v, uint32_t flag) {
+  uint64_t n = 0;
+  for (const auto& e : v) n += (e.flags & flag) ? e.length : 0;
+  return n;
+}
+
+std::vector<std::byte> read_fd(sdx_fs* fs, int fd, size_t len, off_t off = 0) {
+  std::vector<std::byte> buf(len);
+  const ssize_t n = sdx_pread(fs, fd, buf.data(), len, off);
+  EXPECT_GE(n, 0) << sdx_errormsg();
+  buf.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return buf;
+}
+
+constexpr size_t kCloneBytes = 16 * 4096;
+
+class CApiRemapTest : public CApiTest {
+ protected:
+  // A committed file of kCloneBytes pattern(seed) bytes, open read-write.
+  int Written(const char* path, uint64_t seed) {
+    int fd = sdx_open(fs_, path, O_CREAT | O_RDWR, 0644);
+    EXPECT_GE(fd, 0) << sdx_errormsg();
+    auto data = sdx::test::pattern(seed, 0, kCloneBytes);
+    EXPECT_EQ(sdx_pwrite(fs_, fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+    EXPECT_EQ(sdx_fsync(fs_, fd), 0) << sdx_errormsg();
+    return fd;
+  }
+};
+
+TEST_F(CApiRemapTest, CloneSharesBlocksUntilAWriteCopiesThem) {
+  int a = Written("/a", 1);
+  int b = sdx_open(fs_, "/b", O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(b, 0) << sdx_errormsg();
+  const uint64_t before = free_blocks(fs_);
+  ASSERT_EQ(sdx_clone(fs_, a, b), 0) << sdx_errormsg();
+  ASSERT_EQ(sdx_fsync(fs_, b), 0) << sdx_errormsg();
+  const auto data = sdx::test::pattern(1, 0, kCloneBytes);
+  EXPECT_EQ(read_fd(fs_, b, kCloneBytes + 1), data);
+  EXPECT_EQ(read_fd(fs_, a, kCloneBytes), data);
+  EXPECT_EQ(free_blocks(fs_), before) << "a clone must share, not copy";
+  EXPECT_EQ(bytes_flagged(extents_of(fs_, a), SDX_EXTENT_SHARED), kCloneBytes);
+  EXPECT_EQ(bytes_flagged(extents_of(fs_, b), SDX_EXTENT_SHARED), kCloneBytes);
+
+  // One block written in the clone: copied, so one more block in use, and only b sees it.
+  ASSERT_EQ(sdx_pwrite(fs_, b, "new", 3, 4096), 3) << sdx_errormsg();
+  ASSERT_EQ(sdx_fsync(fs_, b), 0);
+  EXPECT_LT(free_blocks(fs_), before);
+  EXPECT_EQ(read_fd(fs_, a, kCloneBytes), data);
+  auto b_now = read_fd(fs_, b, kCloneBytes);
+  EXPECT_EQ(std::memcmp(b_now.data() + 4096, "new", 3), 0);
+  EXPECT_EQ(bytes_flagged(extents_of(fs_, b), SDX_EXTENT_SHARED), kCloneBytes - 4096);
+
+  // Overwriting the whole range leaves nothing shared in either file.
+  auto other = sdx::test::pattern(2, 0, kCloneBytes);
+  ASSERT_EQ(sdx_pwrite(fs_, b, other.data(), other.size(), 0), static_cast<ssize_t>(other.size()));
+  ASSERT_EQ(sdx_fsync(fs_, b), 0);
+  EXPECT_EQ(bytes_flagged(extents_of(fs_, b), SDX_EXTENT_SHARED), 0u);
+  EXPECT_EQ(bytes_flagged(extents_of(fs_, a), SDX_EXTENT_SHARED), 0u);
+  EXPECT_EQ(read_fd(fs_, a, kCloneBytes), data);
+  EXPECT_EQ(sdx_close(fs_, a), 0);
+  EXPECT_EQ(sdx_close(fs_, b), 0);
+}
+
+TEST_F(CApiRemapTest, CloneRangeAtAnOffsetExtendsTheDestination) {
+  int a = Written("/a", 3);
+  int b = Written("/b", 4);
+  ASSERT_EQ(sdx_clone_range(fs_, a, 4096, b, kCloneBytes, 2 * 4096), 0) << sdx_errormsg();
+  struct sdx_stat st;
+  ASSERT_EQ(sdx_fstat(fs_, b, &st), 0);
+  EXPECT_EQ(st.size, kCloneBytes + 2 * 4096);
+  EXPECT_EQ(read_fd(fs_, b, 2 * 4096, kCloneBytes), sdx::test::pattern(3, 4096, 2 * 4096));
+  // The destination's own bytes before the cloned range are untouched.
+  EXPECT_EQ(read_fd(fs_, b, kCloneBytes), sdx::test::pattern(4, 0, kCloneBytes));
+  EXPECT_EQ(sdx_close(fs_, a), 0);
+  EXPECT_EQ(sdx_close(fs_, b), 0);
+}
+
+TEST_F(CApiRemapTest, DedupeSharesOnlyEqualContents) {
+  int a = Written("/a", 5);
+  int same = Written("/same", 5);
+  int differ = Written("/differ", 6);
+  EXPECT_EQ(sdx_dedupe_range(fs_, a, 0, differ, 0, kCloneBytes), SDX_DEDUPE_RANGE_DIFFERS)
+      << sdx_errormsg();
+  EXPECT_EQ(SDX_DEDUPE_RANGE_DIFFERS, 1);  // Linux's FILE_DEDUPE_RANGE_DIFFERS
+  EXPECT_EQ(bytes_flagged(extents_of(fs_, differ), SDX_EXTENT_SHARED), 0u);
+  EXPECT_EQ(read_fd(fs_, differ, kCloneBytes), sdx::test::pattern(6, 0, kCloneBytes));
+
+  const uint64_t before = free_blocks(fs_);
+  EXPECT_EQ(sdx_dedupe_range(fs_, a, 0, same, 0, kCloneBytes), 0) << sdx_errormsg();
+  ASSERT_EQ(sdx_fsync(fs_, same), 0);
+  // same's own blocks were released.
+  EXPECT_EQ(free_blocks(fs_), before + kCloneBytes / 4096);
+  EXPECT_EQ(bytes_flagged(extents_of(fs_, same), SDX_EXTENT_SHARED), kCloneBytes);
+  EXPECT_EQ(read_fd(fs_, same, kCloneBytes), sdx::test::pattern(5, 0, kCloneBytes));
+  for (int fd : {a, same, differ}) EXPECT_EQ(sdx_close(fs_, fd), 0);
+}
+
+TEST_F(CApiRemapTest, RemapErrors) {
+  int a = Written("/a", 7);
+  int b = sdx_open(fs_, "/b", O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(b, 0);
+  size_t n = 0;
+  for (int bad : {-1, 42}) {
+    errno = 0;
+    EXPECT_EQ(sdx_clone_range(fs_, bad, 0, b, 0, 4096), -1);
+    EXPECT_EQ(errno, EBADF);
+    errno = 0;
+    EXPECT_EQ(sdx_clone_range(fs_, a, 0, bad, 0, 4096), -1);
+    EXPECT_EQ(errno, EBADF);
+    errno = 0;
+    EXPECT_EQ(sdx_clone(fs_, a, bad), -1);
+    EXPECT_EQ(errno, EBADF);
+    errno = 0;
+    // A bad descriptor wins over a bad argument, as in Linux.
+    EXPECT_EQ(sdx_dedupe_range(fs_, bad, -1, b, 0, 4096), -1);
+    EXPECT_EQ(errno, EBADF);
+    errno = 0;
+    EXPECT_EQ(sdx_defragment(fs_, bad, nullptr), -1);
+    EXPECT_EQ(errno, EBADF);
+    errno = 0;
+    EXPECT_EQ(sdx_extents(fs_, bad, nullptr, 0, &n), -1);
+    EXPECT_EQ(errno, EBADF);
+  }
+  struct Args {
+    off_t src_off, dst_off, len;
+  };
+  for (Args x : {Args{-4096, 0, 4096}, Args{0, -4096, 4096}, Args{0, 0, -1}, Args{100, 0, 4096},
+                 Args{0, 100, 4096}, Args{0, 0, 100}, Args{kCloneBytes + 4096, 0, 4096}}) {
+    errno = 0;
+    EXPECT_EQ(sdx_clone_range(fs_, a, x.src_off, b, x.dst_off, x.len), -1)
+        << x.src_off << " " << x.dst_off << " " << x.len;
+    EXPECT_EQ(errno, EINVAL) << x.src_off << " " << x.dst_off << " " << x.len;
+    errno = 0;
+    EXPECT_EQ(sdx_dedupe_range(fs_, a, x.src_off, b, x.dst_off, x.len), -1);
+    EXPECT_EQ(errno, EINVAL);
+  }
+  // Overlapping ranges of one file.
+  errno = 0;
+  EXPECT_EQ(sdx_clone_range(fs_, a, 0, a, 4096, 2 * 4096), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_STRNE(sdx_errormsg(), "");
+
+  int dir = sdx_open(fs_, "/", O_RDONLY, 0);
+  ASSERT_GE(dir, 0) << sdx_errormsg();
+  errno = 0;
+  EXPECT_EQ(sdx_clone(fs_, dir, b), -1);
+  EXPECT_EQ(errno, EISDIR);
+
+  // The destination must be open for writing, without O_APPEND.
+  int ro = sdx_open(fs_, "/b", O_RDONLY, 0);
+  int app = sdx_open(fs_, "/b", O_WRONLY | O_APPEND, 0);
+  ASSERT_GE(ro, 0);
+  ASSERT_GE(app, 0);
+  for (int dst : {ro, app}) {
+    errno = 0;
+    EXPECT_EQ(sdx_clone(fs_, a, dst), -1);
+    EXPECT_EQ(errno, EBADF);
+  }
+  errno = 0;
+  EXPECT_EQ(sdx_defragment(fs_, ro, nullptr), -1);
+  EXPECT_EQ(errno, EBADF);
+  errno = 0;
+  EXPECT_EQ(sdx_extents(fs_, a, nullptr, 0, nullptr), -1);
+  EXPECT_EQ(errno, EFAULT);
+  errno = 0;
+  EXPECT_EQ(sdx_extents(fs_, a, nullptr, 1, &n), -1);
+  EXPECT_EQ(errno, EFAULT);
+  // Nothing above changed b.
+  struct sdx_stat st;
+  ASSERT_EQ(sdx_fstat(fs_, b, &st), 0);
+  EXPECT_EQ(st.size, 0u);
+  for (int fd : {a, b, dir, ro, app}) EXPECT_EQ(sdx_close(fs_, fd), 0);
+}
+
+TEST_F(CApiRemapTest, ExtentsFillsAtMostMaxAndCountsAll) {
+  int fd = sdx_open(fs_, "/holes", O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  // Holes between them keep the three extents apart whatever the allocator does.
+  ASSERT_EQ(sdx_pwrite(fs_, fd, "x", 1, 0), 1);
+  ASSERT_EQ(sdx_fallocate(fs_, fd, FALLOC_FL_ZERO_RANGE, 8 * 4096, 4096), 0) << sdx_errormsg();
+  ASSERT_EQ(sdx_pwrite(fs_, fd, "y", 1, 16 * 4096), 1);
+  auto all = extents_of(fs_, fd);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].offset, 0u);
+  EXPECT_EQ(all[0].flags, 0u);
+  EXPECT_EQ(all[1].offset, 8u * 4096);
+  EXPECT_EQ(all[1].length, 4096u);
+  EXPECT_EQ(all[1].flags, static_cast<uint32_t>(SDX_EXTENT_UNWRITTEN));
+  EXPECT_EQ(all[2].offset, 16u * 4096);
+  EXPECT_NE(all[0].dev_offset, all[2].dev_offset);
+  sdx_extent one[2] = {};
+  one[1].offset = 12345;
+  size_t n = 0;
+  ASSERT_EQ(sdx_extents(fs_, fd, one, 1, &n), 0) << sdx_errormsg();
+  EXPECT_EQ(n, 3u);
+  EXPECT_EQ(one[0].dev_offset, all[0].dev_offset);
+  EXPECT_EQ(one[1].offset, 12345u);  // beyond max: untouched
+  EXPECT_EQ(sdx_close(fs_, fd), 0);
+}
+
+TEST_F(CApiRemapTest, DefragmentJoinsInterleavedAppends) {
+  int a = sdx_open(fs_, "/a", O_CREAT | O_RDWR, 0644);
+  int b = sdx_open(fs_, "/b", O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  constexpr int kRounds = 64;
+  for (int i = 0; i < kRounds; ++i) {
+    const off_t off = static_cast<off_t>(i) * 4096;
+    auto pa = sdx::test::pattern(8, static_cast<uint64_t>(off), 4096);
+    auto pb = sdx::test::pattern(9, static_cast<uint64_t>(off), 4096);
+    ASSERT_EQ(sdx_pwrite(fs_, a, pa.data(), pa.size(), off), 4096) << sdx_errormsg();
+    ASSERT_EQ(sdx_pwrite(fs_, b, pb.data(), pb.size(), off), 4096) << sdx_errormsg();
+  }
+  ASSERT_EQ(sdx_fsync(fs_, a), 0);
+  ASSERT_EQ(sdx_fsync(fs_, b), 0);
+  struct sdx_stat st;
+  ASSERT_EQ(sdx_fstat(fs_, a, &st), 0);
+  const uint64_t fragmented = st.extents;
+  ASSERT_GT(fragmented, kRounds / 2) << "the appends did not interleave on the medium";
+  ASSERT_EQ(extents_of(fs_, a).size(), fragmented);
+
+  struct sdx_defrag_stats ds;
+  ASSERT_EQ(sdx_defragment(fs_, a, &ds), 0) << sdx_errormsg();
+  EXPECT_EQ(ds.extents_before, fragmented);
+  EXPECT_LT(ds.extents_after, fragmented);
+  EXPECT_LE(ds.extents_after, 2u);
+  EXPECT_GT(ds.blocks_moved, 0u);
+  EXPECT_LE(ds.blocks_moved, static_cast<uint64_t>(kRounds));
+  ASSERT_EQ(sdx_fstat(fs_, a, &st), 0);
+  EXPECT_EQ(st.extents, ds.extents_after);
+  EXPECT_EQ(read_fd(fs_, a, kRounds * 4096 + 1), sdx::test::pattern(8, 0, kRounds * 4096));
+  EXPECT_EQ(read_fd(fs_, b, kRounds * 4096 + 1), sdx::test::pattern(9, 0, kRounds * 4096));
+  // A contiguous file has nothing to move; the stats may be omitted.
+  ASSERT_EQ(sdx_defragment(fs_, a, nullptr), 0) << sdx_errormsg();
+  ASSERT_EQ(sdx_fstat(fs_, a, &st), 0);
+  EXPECT_EQ(st.extents, ds.extents_after);
+  EXPECT_EQ(sdx_close(fs_, a), 0);
+  EXPECT_EQ(sdx_close(fs_, b), 0);
+
+  // What defragment moved is committed: it survives a remount.
+  ASSERT_EQ(sdx_unmount(fs_), 0) << sdx_errormsg();
+  fs_ = sdx_mount(img_.str().c_str());
+  ASSERT_NE(fs_, nullptr) << sdx_errormsg();
+  a = sdx_open(fs_, "/a", O_RDONLY, 0);
+  ASSERT_GE(a, 0);
+  ASSERT_EQ(sdx_fstat(fs_, a, &st), 0);
+  EXPECT_EQ(st.extents, ds.extents_after);
+  EXPECT_EQ(read_fd(fs_, a, kRounds * 4096), sdx::test::pattern(8, 0, kRounds * 4096));
+  EXPECT_EQ(sdx_close(fs_, a), 0);
 }
 
 }  // namespace

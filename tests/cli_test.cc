@@ -1,11 +1,12 @@
 // The `syncdax` command-line tool, run as a separate process: mkfs, put/get round trip,
-// ls, stat, info, fsck exit statuses, rejection of bad arguments, and that the fault
-// benchmark and the persist benchmark run end to end.
+// ls, stat, info, defrag, fsck exit statuses, rejection of bad arguments, and that the fault
+// benchmark (with its plot) and the persist benchmark run end to end.
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@ namespace {
 using sdx::test::Outcome;
 using sdx::test::TempPath;
 using sdx::test::cli_path;
+using sdx::test::interleaved_appends;
 using sdx::test::slurp;
 using sdx::test::spit;
 using sdx::test::syncdax;
@@ -169,6 +171,37 @@ TEST_F(CliTest, FaultbenchRunsAndSummarises) {
   EXPECT_NE(::access(image.c_str(), F_OK), 0) << image << " left behind";
 }
 
+// The plot has one panel per row of the summary, each named by its row.
+TEST_F(CliTest, FaultbenchPlotsEveryRow) {
+  TempPath svg("cli-plot");
+  Outcome r = syncdax({"faultbench", "--pages", "8", "--repeat", "1", "--copy-size", "1m", "--plot", svg});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string plot = slurp(svg);
+  ASSERT_TRUE(plot.starts_with("<svg")) << plot.substr(0, 200);
+  EXPECT_TRUE(plot.ends_with("</svg>\n"));
+
+  // The rows: the labels of the last table (its heading ends in "preemptions", as each
+  // run's counts do), "<label padded to 34> numbers".
+  std::vector<std::string> rows;
+  const size_t table = r.out.rfind(" preemptions\n");
+  ASSERT_NE(table, std::string::npos) << r.out;
+  std::istringstream in(r.out.substr(table));
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line) && !line.empty()) {
+    std::string label = line.substr(0, 34);
+    label.erase(label.find_last_not_of(' ') + 1);
+    rows.push_back(label);
+  }
+  ASSERT_GE(rows.size(), 13u) << r.out;
+  for (const std::string& row : rows)
+    EXPECT_NE(plot.find("<g class=\"panel\" data-row=\"" + row + "\">"), std::string::npos) << row;
+  size_t panels = 0;
+  for (size_t at = plot.find("class=\"panel\""); at != std::string::npos; at = plot.find("class=\"panel\"", at + 1))
+    ++panels;
+  EXPECT_EQ(panels, rows.size());
+}
+
 // A smoke run of every method and size; it must leave none of its four files behind.
 TEST_F(CliTest, PersistbenchRunsAndTabulates) {
   Outcome r = syncdax({"persistbench", "--ops", "50", "--region", "1m"});
@@ -225,12 +258,47 @@ TEST_F(CliTest, LogbenchRunsGrowsAndTabulates) {
   ASSERT_NE(at, std::string::npos) << r.out;
   const std::string image = r.out.substr(at, r.out.find_first_of(" \n", at) - at);
   const std::string stem = image.substr(0, image.rfind('.'));
-  for (const std::string& path : {image, stem + ".64.pmem2", stem + ".1024.pmem2"})
+  for (const std::string& path : {image, stem + ".64.pmem2", stem + ".1024.pmem2", stem + ".probe.pmem2"})
     EXPECT_NE(::access(path.c_str(), F_OK), 0) << path;
 }
 
+TEST_F(CliTest, DefragJoinsAFragmentedFileAndKeepsItsBytes) {
+  Mkfs();
+  std::vector<std::string> args = {"io", img_};
+  for (const auto& c : interleaved_appends("a", "b", 64)) {
+    args.push_back("-c");
+    args.push_back(c);
+  }
+  Outcome io = syncdax(args);
+  ASSERT_EQ(io.code, 0) << io.err;
+
+  Outcome r = syncdax({"defrag", img_, "/b"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(r.out, m, std::regex(R"(/b: ([0-9]+) extents -> ([0-9]+) extents, ([0-9]+) blocks moved\n)")))
+      << r.out;
+  EXPECT_GT(std::stoull(m[1].str()), 32u) << "the appends did not interleave";
+  EXPECT_LE(std::stoull(m[2].str()), 2u);
+  EXPECT_GT(std::stoull(m[3].str()), 0u);
+  Outcome st = syncdax({"stat", img_, "/b"});
+  EXPECT_NE(st.out.find("extents:       " + m[2].str() + "\n"), std::string::npos) << st.out;
+
+  TempPath back("cli-back");
+  ASSERT_EQ(syncdax({"get", img_, "/b", back}).code, 0);
+  EXPECT_EQ(slurp(back), std::string(64 * 4096, '\x62'));
+  Outcome fsck = syncdax({"fsck", img_});
+  EXPECT_EQ(fsck.code, 0) << fsck.out << fsck.err;
+
+  // Nothing left to join: no block moves.
+  Outcome again = syncdax({"defrag", img_, "/b"});
+  EXPECT_EQ(again.out, "/b: " + m[2].str() + " extents -> " + m[2].str() + " extents, 0 blocks moved\n");
+  Outcome missing = syncdax({"defrag", img_, "/nope"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.err.rfind("syncdax: " + img_.str() + ":/nope: ", 0), 0u) << missing.err;
+}
+
 TEST_F(CliTest, EverySubcommandHasHelp) {
-  for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat", "io"}) {
+  for (std::string cmd : {"mkfs", "fsck", "info", "ls", "put", "get", "stat", "defrag", "io"}) {
     Outcome r = syncdax({cmd, "--help"});
     EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
     EXPECT_NE(r.out.find("IMAGE"), std::string::npos) << cmd << ": " << r.out;

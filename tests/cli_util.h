@@ -83,4 +83,18 @@ inline Outcome syncdax(const std::vector<std::string>& args) {
   return r;
 }
 
+// `syncdax io` commands that append 4 KiB to `a` and to `b` in turn, `rounds` times:
+// each file's next block is taken by the other's, so both end up with many extents.
+inline std::vector<std::string> interleaved_appends(const std::string& a, const std::string& b, int rounds) {
+  std::vector<std::string> cmds;
+  for (int i = 0; i < rounds; ++i) {
+    const std::string at = std::to_string(i * 4096);
+    cmds.push_back("open -c " + a);
+    cmds.push_back("pwrite -S 0x61 " + at + " 4k");
+    cmds.push_back("open -c " + b);
+    cmds.push_back("pwrite -S 0x62 " + at + " 4k");
+  }
+  return cmds;
+}
+
 }  // namespace sdx::test

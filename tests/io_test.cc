@@ -1,10 +1,11 @@
 // `syncdax io`, run as a separate process: xfs_io's output formats for pwrite/pread
 // (summary lines and the hex dump), units and C notation in numbers, the layout
 // commands seen through stat, errors that print like xfs_io without ending the run, and
-// simulated crashes. The IoMmapTest cases need the dax layer (File::mmap); they include
+// simulated crashes, and reflink, dedupe, defrag and extents. The IoMmapTest cases need the dax layer (File::mmap); they include
 // the acceptance example of the mmap issue: stores through a MAP_SYNC mapping persisted
 // from user space survive a crash, and the same stores through a plain shared mapping
 // are lost.
+#include <algorithm>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -17,6 +18,7 @@ namespace {
 using sdx::test::Outcome;
 using sdx::test::TempPath;
 using sdx::test::cli_path;
+using sdx::test::interleaved_appends;
 using sdx::test::syncdax;
 
 std::vector<std::string> lines(const std::string& text) {
@@ -264,7 +266,7 @@ TEST_F(IoTest, HelpAndCommandLine) {
   ASSERT_EQ(help.code, 0) << help.err;
   for (std::string cmd : {"open", "close", "truncate", "falloc", "fpunch", "fzero", "pwrite", "pread",
                           "mmap", "mwrite", "mread", "msync", "munmap", "fsync", "fdatasync", "stat",
-                          "faults", "crash"}) {
+                          "reflink", "dedupe", "defrag", "extents", "faults", "crash"}) {
     EXPECT_NE(help.out.find("\n  " + cmd), std::string::npos) << cmd;
   }
   EXPECT_NE(help.out.find("exit status"), std::string::npos);
@@ -277,6 +279,159 @@ TEST_F(IoTest, HelpAndCommandLine) {
   Outcome mixed = syncdax({"io", "-c", "open -c f", img_, "-c", "pwrite 0 1"});
   EXPECT_EQ(mixed.code, 0) << mixed.err;
   EXPECT_TRUE(has_line(mixed.out, "wrote 1/1 bytes at offset 0")) << mixed.out;
+}
+
+// ---- reflink, dedupe, defrag, extents ----
+
+// One row of an `extents` table: the words after the index, e.g. {"[0..7]:", "96..103",
+// "8", "shared"}.
+using ExtentRow = std::vector<std::string>;
+
+// The rows of the `extents` table printed for `path` (the first one if several).
+std::vector<ExtentRow> extent_rows(const std::string& out, const std::string& path) {
+  static const std::regex row(R"(^ *[0-9]+: .*)");
+  std::vector<ExtentRow> rows;
+  auto l = lines(out);
+  auto it = std::find(l.begin(), l.end(), path + ":");
+  if (it == l.end() || ++it == l.end() || it->find("EXT: FILE-OFFSET") == std::string::npos) return rows;
+  for (++it; it != l.end() && std::regex_match(*it, row); ++it) {
+    std::istringstream words(*it);
+    std::string index, w;
+    words >> index;
+    ExtentRow r;
+    while (words >> w) r.push_back(w);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+bool shared(const ExtentRow& r) { return r.size() == 4 && r[3] == "shared"; }
+
+// 512-byte units the rows cover.
+uint64_t covered(const std::vector<ExtentRow>& rows) {
+  uint64_t n = 0;
+  for (const auto& r : rows) n += r.size() >= 3 ? std::stoull(r[2]) : 0;
+  return n;
+}
+
+TEST_F(IoTest, ReflinkSharesUntilAPwriteCopies) {
+  Mkfs();
+  Outcome r = Io({"open -c src", "pwrite -S 0x61 0 64k", "open -c dst", "reflink src", "extents"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_TRUE(has_line(r.out, "linked 65536/65536 bytes at offset 0")) << r.out;
+  auto rows = extent_rows(r.out, "/dst");
+  ASSERT_FALSE(rows.empty()) << r.out;
+  EXPECT_EQ(rows[0][0], "[0..127]:") << r.out;
+  EXPECT_EQ(covered(rows), 128u) << r.out;
+  for (const auto& row : rows) EXPECT_TRUE(shared(row)) << r.out;
+  const std::string first_dev = rows[0][1];
+
+  Outcome cow = Io({"open dst", "pwrite -S 0x62 0 4k", "extents", "open src", "extents"});
+  ASSERT_EQ(cow.code, 0) << cow.out << cow.err;
+  rows = extent_rows(cow.out, "/dst");
+  ASSERT_GE(rows.size(), 2u) << cow.out;
+  EXPECT_EQ(rows[0], (ExtentRow{"[0..7]:", rows[0][1], "8"})) << cow.out;
+  EXPECT_NE(rows[0][1].substr(0, rows[0][1].find('.')), first_dev.substr(0, first_dev.find('.')))
+      << "the written block was not copied elsewhere";
+  EXPECT_EQ(covered(rows), 128u);
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_TRUE(shared(rows[i])) << cow.out;
+  auto src_rows = extent_rows(cow.out, "/src");
+  ASSERT_FALSE(src_rows.empty()) << cow.out;
+  EXPECT_EQ(src_rows[0][0], "[0..7]:") << "src's first block is no longer shared: a row of its own";
+  EXPECT_FALSE(shared(src_rows[0])) << cow.out;
+
+  Outcome dst_copy = Io({"open dst", "pread -v 0 4k"});
+  EXPECT_EQ(check_dump(dst_copy.out, 0, 4096, 0x62), "");
+  Outcome dst_shared = Io({"open dst", "pread -v 4k 60k"});
+  EXPECT_EQ(check_dump(dst_shared.out, 4096, 61440, 0x61), "");
+  Outcome src = Io({"open src", "pread -v 0 64k"});
+  EXPECT_EQ(check_dump(src.out, 0, 65536, 0x61), "") << "a write to the clone reached the source";
+  Outcome fsck = syncdax({"fsck", img_});
+  EXPECT_EQ(fsck.code, 0) << fsck.out << fsck.err;
+}
+
+TEST_F(IoTest, ReflinkRangeAndRemapErrors) {
+  Mkfs();
+  Outcome r = Io({"open -c src", "pwrite -S 0x61 0 64k", "open -c dst", "reflink src 4k 64k 8k",
+                  "stat", "reflink src 1 0 4k", "reflink src x 0 4k", "reflink src 0 y 4k",
+                  "reflink src 0 0 z", "reflink src 0 0", "dedupe src 0 0", "reflink nope",
+                  "open -r dst", "reflink src", "defrag", "dedupe src 0 0 4k", "close", "extents"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(has_line(r.out, "linked 8192/8192 bytes at offset 65536")) << r.out;
+  EXPECT_EQ(values(r.out, "stat.size"), std::vector<std::string>{"73728"});
+  auto err = lines(r.err);
+  ASSERT_EQ(err.size(), 11u) << r.err;
+  EXPECT_EQ(err[0], "FICLONERANGE: Invalid argument");
+  EXPECT_EQ(err[1], "non-numeric src offset argument -- x");
+  EXPECT_EQ(err[2], "non-numeric dest offset argument -- y");
+  EXPECT_EQ(err[3], "non-positive length argument -- z");
+  EXPECT_EQ(err[4].rfind("reflink SRC [SRC_OFF DST_OFF LEN] -- ", 0), 0u) << err[4];
+  EXPECT_EQ(err[5].rfind("dedupe SRC SRC_OFF DST_OFF LEN -- ", 0), 0u) << err[5];
+  EXPECT_EQ(err[6], "nope: No such file or directory");
+  EXPECT_EQ(err[7], "FICLONE: Bad file descriptor");
+  EXPECT_EQ(err[8], "defrag: Bad file descriptor");
+  EXPECT_EQ(err[9], "FIDEDUPERANGE: Bad file descriptor");
+  EXPECT_EQ(err[10], "no files are open, try 'open FILE'");
+}
+
+TEST_F(IoTest, DedupeSharesOnlyEqualBytesAndDifferingIsNoFailure) {
+  Mkfs();
+  Outcome r = Io({"open -c a", "pwrite -S 0x61 0 64k", "open -c b", "pwrite -S 0x62 0 64k",
+                  "open -c c", "pwrite -S 0x61 0 64k", "open b", "dedupe a 0 0 64k", "extents",
+                  "open c", "dedupe a 0 0 64k", "extents"});
+  // xfs_io's convention: ranges that differ are reported, not a failure.
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.err, "FIDEDUPERANGE: Extents did not match.\n");
+  EXPECT_TRUE(has_line(r.out, "deduped 65536/65536 bytes at offset 0")) << r.out;
+  EXPECT_EQ(r.out.find("deduped"), r.out.rfind("deduped")) << "the differing ranges were deduped";
+  auto b = extent_rows(r.out, "/b"), c = extent_rows(r.out, "/c");
+  ASSERT_FALSE(b.empty()) << r.out;
+  ASSERT_FALSE(c.empty()) << r.out;
+  for (const auto& row : b) EXPECT_FALSE(shared(row)) << r.out;
+  for (const auto& row : c) EXPECT_TRUE(shared(row)) << r.out;
+  EXPECT_EQ(covered(c), 128u);
+
+  Outcome kept = Io({"open b", "pread -v 0 64k"});
+  EXPECT_EQ(check_dump(kept.out, 0, 65536, 0x62), "");
+}
+
+TEST_F(IoTest, DefragJoinsInterleavedAppends) {
+  Mkfs();
+  auto cmds = interleaved_appends("a", "b", 16);
+  for (const char* c : {"open a", "stat", "defrag", "stat", "extents"}) cmds.push_back(c);
+  Outcome r = Io(cmds);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto n = values(r.out, "fsxattr.nextents");
+  ASSERT_EQ(n.size(), 2u) << r.out;
+  EXPECT_GT(std::stoull(n[0]), 8u) << "the appends did not interleave";
+  EXPECT_LT(std::stoull(n[1]), std::stoull(n[0]));
+  std::smatch m;
+  static const std::regex summary(R"(/a: ([0-9]+) extents -> ([0-9]+) extents, ([0-9]+) blocks moved\n)");
+  ASSERT_TRUE(std::regex_search(r.out, m, summary)) << r.out;
+  EXPECT_EQ(m[1].str(), n[0]);
+  EXPECT_EQ(m[2].str(), n[1]);
+  EXPECT_GT(std::stoull(m[3].str()), 0u);
+  EXPECT_EQ(extent_rows(r.out, "/a").size(), std::stoull(n[1])) << r.out;
+
+  Outcome a = Io({"open a", "pread -v 0 64k"});
+  EXPECT_EQ(check_dump(a.out, 0, 65536, 0x61), "");
+  Outcome b = Io({"open b", "pread -v 0 64k"});
+  EXPECT_EQ(check_dump(b.out, 0, 65536, 0x62), "");
+}
+
+TEST_F(IoTest, ExtentsShowsHolesAndUnwrittenBlocks) {
+  Mkfs();
+  Outcome r = Io({"open -c f", "pwrite 0 4k", "fzero 16k 8k", "extents"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto rows = extent_rows(r.out, "/f");
+  ASSERT_EQ(rows.size(), 3u) << r.out;
+  EXPECT_EQ(rows[0].size(), 3u) << r.out;
+  EXPECT_EQ(rows[0][0], "[0..7]:");
+  EXPECT_EQ(rows[1], (ExtentRow{"[8..31]:", "hole", "24"}));
+  EXPECT_EQ(rows[2][0], "[32..47]:");
+  EXPECT_EQ(rows[2][2], "16");
+  EXPECT_EQ(rows[2][3], "unwritten");
 }
 
 // ---- mmap: these need the dax layer ----

@@ -78,6 +78,25 @@ TEST(Journal, RewritingARangeInOneTransactionKeepsTheLastBytes) {
   EXPECT_EQ(home_at(*d2, a, 5), "secnd");
 }
 
+// The bitmap is logged a byte range at a time, so one transaction may log [a, a+2), then
+// [a+1, a+2), then [a, a+2) again. Rewriting the first record in place would let the
+// second (older) bytes win at replay: a freed block came back as used after a crash.
+TEST(Journal, RewritingARangeOverlappedByALaterRecordKeepsTheLastBytes) {
+  auto d = fresh();
+  Journal j(*d, kLog, kHome, 1);
+  const uint64_t a = kHome.offset;
+  {
+    Handle h = j.start();
+    h.log(a, bytes_of("AB"));
+    h.log(a + 1, bytes_of("C"));
+    h.log(a, bytes_of("DE"));
+  }
+  ASSERT_TRUE(j.commit_all());
+  auto d2 = device::make_sim(d->crash_image(0, false, 1));
+  ASSERT_TRUE(Journal::recover(*d2, kLog, kHome));
+  EXPECT_EQ(home_at(*d2, a, 2), "DE");
+}
+
 // A power failure during the commit's own fence, with lines surviving at random, must
 // leave the transaction either wholly applied or wholly absent.
 struct TornCtx {

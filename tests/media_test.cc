@@ -32,7 +32,9 @@ TEST(Geometry, RegionsAreOrderedAndFitTheDevice) {
     EXPECT_EQ(g->journal_start, 1u);
     EXPECT_EQ(g->inode_start, g->journal_start + g->journal_blocks);
     EXPECT_EQ(g->bitmap_start, g->inode_start + g->inode_blocks);
-    EXPECT_EQ(g->data_start, g->bitmap_start + g->bitmap_blocks);
+    EXPECT_EQ(g->refcount_start, g->bitmap_start + g->bitmap_blocks);
+    EXPECT_EQ(g->data_start, g->refcount_start + g->refcount_blocks);
+    EXPECT_GE(g->refcount_blocks * 1024, g->total_blocks);
     EXPECT_EQ(g->data_start + g->data_blocks, g->total_blocks);
     EXPECT_GE(g->bitmap_blocks * 4096 * 8, g->total_blocks);
     auto sb = media::make_superblock(*g);

@@ -3,7 +3,6 @@
 // keeps only flushed lines (the harshest image), remounts it, and checks fsck and data.
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -349,31 +348,7 @@ TEST_F(MmapTest, ConcurrentFaultsWithFsyncAndMsyncRunning) {
 
 // ---- SIGBUS ----
 
-thread_local sigjmp_buf t_jump;
-thread_local void* t_bus_addr = nullptr;
-thread_local int t_bus_code = 0;
-
-void on_bus(int, siginfo_t* si, void*) {
-  t_bus_addr = si->si_addr;
-  t_bus_code = si->si_code;
-  siglongjmp(t_jump, 1);
-}
-
-// Run `access`; true if it raised SIGBUS at `at` (address recorded by the handler).
-template <class F>
-bool raises_sigbus(F access, const void* at) {
-  struct sigaction sa {}, old{};
-  sa.sa_sigaction = on_bus;
-  sa.sa_flags = SA_SIGINFO;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGBUS, &sa, &old);
-  t_bus_addr = nullptr;
-  bool bus = false;
-  if (sigsetjmp(t_jump, 1) == 0) access();
-  else bus = true;
-  sigaction(SIGBUS, &old, nullptr);
-  return bus && t_bus_addr == at && t_bus_code == BUS_ADRERR;
-}
+using test::raises_sigbus;
 
 TEST_F(MmapTest, AccessBeyondEofIsSigbus) {
   File f = create("/f");

@@ -124,4 +124,16 @@ Result<Tree> snapshot(FileSystem& fs, bool with_data) {
   return tree;
 }
 
+BusTrap& bus_trap() {
+  thread_local BusTrap t;
+  return t;
+}
+
+void on_bus(int, siginfo_t* si, void*) {
+  BusTrap& t = bus_trap();
+  t.addr = si->si_addr;
+  t.code = si->si_code;
+  siglongjmp(t.jump, 1);
+}
+
 }  // namespace sdx::test

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <csetjmp>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -84,6 +86,34 @@ Result<Tree> snapshot(FileSystem& fs, bool with_data = true);
 
 // Readdir without "." and "..".
 Result<std::vector<DirEntry>> list_dir(FileSystem& fs, std::string_view path);
+
+// ---- SIGBUS ----
+
+// Set by sigbus_trap's handler; one per thread, as the signal goes to the faulting one.
+struct BusTrap {
+  sigjmp_buf jump;
+  void* addr = nullptr;
+  int code = 0;
+};
+BusTrap& bus_trap();
+void on_bus(int, siginfo_t* si, void*);
+
+// Run `access`; true if it raised SIGBUS (BUS_ADRERR) at `at`.
+template <class F>
+bool raises_sigbus(F access, const void* at) {
+  struct sigaction sa {}, old{};
+  sa.sa_sigaction = on_bus;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &old);
+  BusTrap& t = bus_trap();
+  t.addr = nullptr;
+  bool bus = false;
+  if (sigsetjmp(t.jump, 1) == 0) access();
+  else bus = true;
+  sigaction(SIGBUS, &old, nullptr);
+  return bus && t.addr == at && t.code == BUS_ADRERR;
+}
 
 }  // namespace sdx::test
 

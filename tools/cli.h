@@ -182,6 +182,15 @@ inline std::string format_time_ns(int64_t ns) {
   return buf;
 }
 
+// "FILE: N extents -> M extents, K blocks moved": what defragmenting one file did, as
+// `syncdax defrag` and `syncdax io`'s defrag print it.
+inline std::string defrag_summary(std::string_view file, const DefragStats& d) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, ": %" PRIu64 " extents -> %" PRIu64 " extents, %" PRIu64 " blocks moved",
+                d.extents_before, d.extents_after, d.blocks_moved);
+  return std::string(file) + buf;
+}
+
 // ---- paths inside an image ----
 
 // "/" + "a" -> "/a"; "/d/" + "a" -> "/d/a".

@@ -14,7 +14,7 @@
 namespace sdx::cli {
 
 // syncdax faultbench [--pages N] [--repeat R] [--copy-size SIZE] [--device KIND PATH]
-//                    [--extent-hint SIZE] [--dir DIR] [--json FILE]
+//                    [--extent-hint SIZE] [--dir DIR] [--json FILE] [--plot FILE.svg]
 inline Action setup_faultbench(CLI::App& sub) {
   struct Opts {
     bench::FaultBenchOptions bench;
@@ -43,6 +43,9 @@ inline Action setup_faultbench(CLI::App& sub) {
       ->capture_default_str();
   sub.add_option("--dir", o->bench.dir, "directory for the kernel's page-cache file")->capture_default_str();
   sub.add_option("--json", o->bench.json_path, "also write every figure to FILE as JSON")->type_name("FILE");
+  sub.add_option("--plot", o->bench.plot_path,
+                 "also draw every row's latency histogram to FILE as SVG, syncdax next to the kernel baselines")
+      ->type_name("FILE.svg");
   sub.footer(
       "Times the first store to each page of a file mapping: preallocated or empty file, with or\n"
       "without a background copy, MAP_SHARED or MAP_SHARED_VALIDATE|MAP_SYNC; and, in the same\n"

@@ -1,4 +1,4 @@
-// tools/cmd_files: subcommands about files inside an image -- ls, put, get, stat.
+// tools/cmd_files: subcommands about files inside an image -- ls, put, get, stat, defrag.
 #pragma once
 
 #include <fcntl.h>
@@ -223,6 +223,31 @@ inline Action setup_stat(CLI::App& sub) {
     std::printf("access:        %s\n", format_time_ns(st.atime_ns).c_str());
     std::printf("modify:        %s\n", format_time_ns(st.mtime_ns).c_str());
     std::printf("change:        %s\n", format_time_ns(st.ctime_ns).c_str());
+    unmount_image(fs, o->image);
+    return kExitOk;
+  };
+}
+
+// syncdax defrag IMAGE FILE
+inline Action setup_defrag(CLI::App& sub) {
+  struct Opts {
+    std::string image, path;
+  };
+  auto o = std::make_shared<Opts>();
+  add_image_arg(sub, o->image);
+  sub.add_option("FILE", o->path, "file inside the image")->required()->type_name("");
+  sub.footer("Moves FILE's unshared extents into contiguous free space, 2 MiB at a time, and\n"
+             "prints \"FILE: N extents -> M extents, K blocks moved\" (4 KiB blocks). Blocks\n"
+             "shared with another file (reflink, dedupe) stay where they are.");
+  return [o]() {
+    auto fs = mount_image(o->image);
+    const std::string what = in_image(o->image, o->path);
+    {
+      auto f = need(fs->open(o->path, O_RDWR), what);
+      const DefragStats d = need(f.defragment(), what);
+      std::printf("%s\n", defrag_summary(o->path, d).c_str());
+      need(f.close(), what);
+    }
     unmount_image(fs, o->image);
     return kExitOk;
   };

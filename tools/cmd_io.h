@@ -415,6 +415,122 @@ inline void cmd_stat(Session& s, const Opts&) {
   std::printf("fsxattr.nextents = %" PRIu64 "\n", st->extents);
 }
 
+// ---- reflink, dedupe, defragmentation, extents ----
+
+// SRC_OFF DST_OFF LEN of reflink and dedupe (words 1 to 3), with xfs_io's complaints.
+inline bool remap_args(Session& s, const Opts& o, uint64_t& src_off, uint64_t& dst_off, uint64_t& len) {
+  auto a = cvtnum(o.words[1]);
+  if (!a) {
+    complain(s, "non-numeric src offset argument -- " + o.words[1]);
+    return false;
+  }
+  auto b = cvtnum(o.words[2]);
+  if (!b) {
+    complain(s, "non-numeric dest offset argument -- " + o.words[2]);
+    return false;
+  }
+  auto c = cvtnum(o.words[3]);
+  if (!c) {
+    complain(s, "non-positive length argument -- " + o.words[3]);
+    return false;
+  }
+  src_off = *a;
+  dst_off = *b;
+  len = *c;
+  return true;
+}
+
+// The source file of reflink and dedupe, read-only, as xfs_io opens its infile.
+inline std::optional<File> open_source(Session& s, const std::string& name) {
+  auto f = s.fs->open(image_path(name), O_RDONLY);
+  if (!f) {
+    complain(s, name, f.error());
+    return std::nullopt;
+  }
+  return std::move(*f);
+}
+
+inline void cmd_reflink(Session& s, const Opts& o) {
+  const bool whole = o.words.size() == 1;
+  uint64_t src_off = 0, dst_off = 0, len = 0;
+  if (!whole && !remap_args(s, o, src_off, dst_off, len)) return;
+  auto src = open_source(s, o.words[0]);
+  if (!src) return;
+  const auto start = std::chrono::steady_clock::now();
+  if (whole) {
+    if (auto st = s.file.clone(*src); !st) return complain(s, "FICLONE", st.error());
+    // xfs_io reports a whole-file reflink as "linked 0/0 bytes", which tells nothing;
+    // the source's size is what now reads the same in both files.
+    auto st = src->stat();
+    if (!st) return complain(s, "stat", st.error());
+    len = st->size;
+  } else if (auto st = s.file.clone_range(*src, src_off, dst_off, len); !st) {
+    return complain(s, "FICLONERANGE", st.error());
+  }
+  report_io("linked", std::chrono::steady_clock::now() - start, dst_off, len, len, 1);
+}
+
+inline void cmd_dedupe(Session& s, const Opts& o) {
+  uint64_t src_off, dst_off, len;
+  if (!remap_args(s, o, src_off, dst_off, len)) return;
+  auto src = open_source(s, o.words[0]);
+  if (!src) return;
+  const auto start = std::chrono::steady_clock::now();
+  auto same = s.file.dedupe_range(*src, src_off, dst_off, len);
+  if (!same) return complain(s, "FIDEDUPERANGE", same.error());
+  if (!*same) {
+    // xfs_io's words, and like xfs_io not a failure: the kernel did what was asked,
+    // and a deduplicating script goes on to the next candidate.
+    std::fflush(stdout);
+    std::fprintf(stderr, "FIDEDUPERANGE: Extents did not match.\n");
+    return;
+  }
+  report_io("deduped", std::chrono::steady_clock::now() - start, dst_off, len, len, 1);
+}
+
+inline void cmd_defrag(Session& s, const Opts&) {
+  auto d = s.file.defragment();
+  if (!d) return complain(s, "defrag", d.error());
+  std::printf("%s\n", defrag_summary(s.path, *d).c_str());
+}
+
+// xfs_io's `fiemap -v` table, in its 512-byte units: holes between extents get a row
+// of their own, and the flags are words ("shared", "unwritten") instead of FIEMAP bits.
+inline void cmd_extents(Session& s, const Opts&) {
+  auto ext = s.file.extents();
+  if (!ext) return complain(s, "extents", ext.error());
+  struct Row {
+    std::string file, dev, flags;
+    uint64_t total;
+  };
+  auto range = [](uint64_t off, uint64_t len) {
+    return std::to_string(off / 512) + ".." + std::to_string((off + len) / 512 - 1);
+  };
+  std::vector<Row> rows;
+  uint64_t at = 0;
+  for (const ExtentInfo& e : *ext) {
+    if (e.offset > at) rows.push_back({"[" + range(at, e.offset - at) + "]:", "hole", "", (e.offset - at) / 512});
+    std::string flags = e.shared ? "shared" : "";
+    if (e.unwritten) flags += flags.empty() ? "unwritten" : ",unwritten";
+    rows.push_back({"[" + range(e.offset, e.length) + "]:", range(e.dev_offset, e.length), flags, e.length / 512});
+    at = e.offset + e.length;
+  }
+  int file_w = 16, dev_w = 16, total_w = 5;
+  for (const Row& r : rows) {
+    file_w = std::max(file_w, static_cast<int>(r.file.size()));
+    dev_w = std::max(dev_w, static_cast<int>(r.dev.size()));
+    total_w = std::max(total_w, static_cast<int>(std::to_string(r.total).size()));
+  }
+  std::printf("%s:\n", s.path.c_str());
+  std::printf("%4s: %-*s %-*s %*s %s\n", "EXT", file_w, "FILE-OFFSET", dev_w, "BLOCK-RANGE", total_w,
+              "TOTAL", "FLAGS");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    std::printf("%4zu: %-*s %-*s %*" PRIu64 "%s%s\n", i, file_w, r.file.c_str(), dev_w, r.dev.c_str(), total_w,
+                r.total, r.flags.empty() ? "" : " ", r.flags.c_str());
+  }
+}
+
 inline void cmd_faults(Session& s, const Opts&) {
   const FaultStats fs = s.fs->fault_stats();
   std::printf("%-12s %10s %12s %12s\n", "fault", "count", "avg usec", "max usec");
@@ -493,7 +609,8 @@ struct IoCommand {
 };
 
 // min_words/max_words bound the words left after the options; the m* commands take
-// none or both of OFF and LEN, which run_command checks.
+// none or both of OFF and LEN, and reflink all three offsets or none, which run_command
+// checks.
 inline constexpr IoCommand kIoCommands[] = {
     {"open", "[-c] [-r] FILE", "open FILE (-c create it, -r read-only); replaces the open file",
      "cr", 1, 1, Needs::kNothing, cmd_open},
@@ -524,6 +641,20 @@ inline constexpr IoCommand kIoCommands[] = {
     {"fdatasync", "", "fdatasync the open file", "", 0, 0, Needs::kFile, cmd_fdatasync},
     {"stat", "", "size, blocks allocated (4 KiB), extents of the open file", "", 0, 0, Needs::kFile,
      cmd_stat},
+    {"reflink", "SRC [SRC_OFF DST_OFF LEN]",
+     "share file SRC's blocks with the open file (FICLONERANGE; LEN 0 = to SRC's end of "
+     "file), all of SRC at offset 0 without offsets (FICLONE); a later write copies them",
+     "", 1, 4, Needs::kFile, cmd_reflink},
+    {"dedupe", "SRC SRC_OFF DST_OFF LEN",
+     "share SRC's blocks with the open file's range only if the bytes are equal "
+     "(FIDEDUPERANGE); if not, say \"Extents did not match.\" and change nothing",
+     "", 4, 4, Needs::kFile, cmd_dedupe},
+    {"defrag", "", "move the open file's unshared extents into contiguous free space", "", 0, 0,
+     Needs::kFile, cmd_defrag},
+    {"extents", "",
+     "list the open file's extents and holes like xfs_io's fiemap -v (512-byte units, flags "
+     "shared and unwritten)",
+     "", 0, 0, Needs::kFile, cmd_extents},
     {"faults", "", "page-fault counts and latencies per kind since mount or crash", "", 0, 0,
      Needs::kNothing, cmd_faults},
     {"crash", "[-p PROB] [-t] [-s SEED]",
@@ -574,7 +705,8 @@ inline void run_command(Session& s, const std::string& line) {
   };
   auto o = getopts(std::vector<std::string>(words.begin() + 1, words.end()), cmd->spec);
   if (!o || o->words.size() < cmd->min_words || o->words.size() > cmd->max_words ||
-      (cmd->needs == Needs::kMapping && o->words.size() == 1)) {
+      (cmd->needs == Needs::kMapping && o->words.size() == 1) ||
+      (cmd->run == cmd_reflink && o->words.size() != 1 && o->words.size() != 4)) {
     return usage();
   }
   if (cmd->needs == Needs::kFile && !s.file.is_open()) {
@@ -612,6 +744,8 @@ inline Action setup_io(CLI::App& sub) {
       "the end. stat.blocks counts 4 KiB blocks (xfs_io's counts 512-byte units).\n"
       "A failing command prints its error like xfs_io (\"pwrite: No space left on device\")\n"
       "and the run goes on; the exit status is then 1 (0 when every command succeeded).\n"
+      "A dedupe of ranges that differ is not a failure, as in xfs_io: it prints\n"
+      "\"FIDEDUPERANGE: Extents did not match.\" on standard error and changes nothing.\n"
       "A store or load through a mapping that gets SIGBUS (past end of file, no space)\n"
       "ends the process, as it would end xfs_io.\n\nCommands:\n";
   for (const io::IoCommand& c : io::kIoCommands) {

@@ -30,6 +30,7 @@ const Command kCommands[] = {
     {"put", "copy a local file into an image (and fsync it)", sdx::cli::setup_put},
     {"get", "copy a file out of an image", sdx::cli::setup_get},
     {"stat", "print size, blocks, extents and times of a file", sdx::cli::setup_stat},
+    {"defrag", "move a file's extents into contiguous free space", sdx::cli::setup_defrag},
     {"io", "run xfs_io-style commands (pread, pwrite, mmap, crash, ...) on one mount",
      sdx::cli::setup_io},
     {"faultbench", "page-fault latency of syncdax mappings, with and without MAP_SYNC, against the kernel's",

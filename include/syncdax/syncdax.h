@@ -135,6 +135,55 @@ int sdx_fstat(sdx_fs *fs, int fd, struct sdx_stat *st);
 /* Per-file extent-size hint in bytes (XFS's extsize); 0 removes it. */
 int sdx_set_extsize_hint(sdx_fs *fs, int fd, uint32_t bytes);
 
+/* ---- reflink, dedupe, defragmentation ---- */
+
+/*
+ * FICLONERANGE: dst_fd's [dst_off, dst_off+len) shares src_fd's blocks from src_off on;
+ * len 0 = to src's end of file. Offsets block aligned (4096), len too unless the range
+ * ends at src's EOF; a negative offset or len, or overlapping ranges of one file, is
+ * EINVAL. src open for reading and dst for writing without O_APPEND (EBADF), both
+ * regular files (EISDIR); EOPNOTSUPP on an image of on-media version 1. A later write
+ * to either file, by sdx_pwrite or through a mapping, copies what it touches first.
+ */
+int sdx_clone_range(sdx_fs *fs, int src_fd, off_t src_off, int dst_fd, off_t dst_off, off_t len);
+/* FICLONE: all of src_fd at offset 0 of dst_fd. */
+int sdx_clone(sdx_fs *fs, int src_fd, int dst_fd);
+/*
+ * FIDEDUPERANGE for one destination, with the rules of sdx_clone_range: share the
+ * blocks only if the bytes are equal. Returns 0 when shared, SDX_DEDUPE_RANGE_DIFFERS
+ * (1, Linux's FILE_DEDUPE_RANGE_DIFFERS) when the contents differ and nothing changed,
+ * -1 and errno on failure.
+ */
+#define SDX_DEDUPE_RANGE_DIFFERS 1
+int sdx_dedupe_range(sdx_fs *fs, int src_fd, off_t src_off, int dst_fd, off_t dst_off, off_t len);
+
+struct sdx_defrag_stats {
+	uint64_t extents_before;
+	uint64_t extents_after;
+	uint64_t blocks_moved;  /* 4 KiB blocks */
+};
+/*
+ * Move the file's unshared extents into contiguous free space while it stays open and
+ * mapped; shared blocks stay. fd must be open for writing (EBADF). Commits before it
+ * returns. `out` may be NULL.
+ */
+int sdx_defragment(sdx_fs *fs, int fd, struct sdx_defrag_stats *out);
+
+#define SDX_EXTENT_UNWRITTEN 1  /* allocated, reads as zeros */
+#define SDX_EXTENT_SHARED 2     /* shared with another extent (reflink, dedupe) */
+struct sdx_extent {
+	uint64_t offset;      /* file bytes */
+	uint64_t length;
+	uint64_t dev_offset;  /* bytes into the medium */
+	uint32_t flags;       /* SDX_EXTENT_* */
+};
+/*
+ * The file's extents in file order, split where sharing changes (like FIEMAP): fills
+ * out[0..max) and sets *count to the number there are, which may exceed max (call with
+ * max 0 and out NULL to size the array).
+ */
+int sdx_extents(sdx_fs *fs, int fd, struct sdx_extent *out, size_t max, size_t *count);
+
 /* ---- mappings ---- */
 
 /*

@@ -53,6 +53,22 @@ struct Stat {
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
 };
 
+// One extent of a file, as `syncdax io extents` (xfs_io's fiemap) lists it.
+struct ExtentInfo {
+  uint64_t offset = 0;      // file bytes
+  uint64_t length = 0;
+  uint64_t dev_offset = 0;  // bytes into the medium
+  bool unwritten = false;   // allocated, reads as zeros
+  bool shared = false;      // some block of it is shared with another extent (reflink)
+};
+
+// What File::defragment did.
+struct DefragStats {
+  uint64_t extents_before = 0;
+  uint64_t extents_after = 0;
+  uint64_t blocks_moved = 0;
+};
+
 struct StatFs {
   uint64_t block_size = 0;
   uint64_t total_blocks = 0;  // data blocks
@@ -190,6 +206,24 @@ class File {
   // Per-file extent-size hint (XFS's extsize): allocations are rounded to it.
   Status set_extsize_hint(uint32_t bytes);
   Status close();
+
+  // Reflink, as FICLONERANGE: this file's [dst_offset, dst_offset+length) shares src's
+  // blocks [src_offset, ...) from now on; length 0 = to src's end of file. Offsets
+  // block aligned, length too unless the range ends at src's EOF (EINVAL), src open
+  // for reading and this file for writing without O_APPEND (EBADF), both regular
+  // files (EISDIR), the same file system (EXDEV), ranges of one file not overlapping
+  // (EINVAL). A later write to either file, through pwrite or a mapping, copies the
+  // blocks it touches first (copy-on-write). Live mappings of both files stay valid.
+  Status clone_range(const File& src, uint64_t src_offset, uint64_t dst_offset, uint64_t length);
+  Status clone(const File& src);  // FICLONE: all of src at offset 0
+  // FIDEDUPERANGE for one destination: share the blocks only if the bytes are equal.
+  // true: shared; false: the ranges differ and nothing changed.
+  Result<bool> dedupe_range(const File& src, uint64_t src_offset, uint64_t dst_offset, uint64_t length);
+  // Move the file's extents into contiguous free space while it stays mapped and in
+  // use; shared blocks stay where they are. Commits before it returns.
+  Result<DefragStats> defragment();
+  // The extents, in file order, split where sharing changes.
+  Result<std::vector<ExtentInfo>> extents() const;
 
   // mmap(2) of [offset, offset+length) with its prot and flags and its errno:
   // MAP_SHARED, MAP_SHARED_VALIDATE, MAP_PRIVATE (exactly one; else EINVAL), MAP_SYNC

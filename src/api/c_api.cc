@@ -173,6 +173,24 @@ ssize_t transfer(sdx_fs* fs, int fd, const void* buf, size_t count, off_t offset
   });
 }
 
+// clone/dedupe: both descriptors first (EBADF, as Linux checks them before the
+// arguments), then the signs of the offsets and the length, then
+// `op(src, dst, src_off, dst_off, len)`, which returns the call's result or record()'s -1.
+template <class Op>
+int with_file_pair(sdx_fs* fs, int src_fd, off_t src_off, int dst_fd, off_t dst_off, off_t len,
+                   const char* what, Op&& op) {
+  SDX_CHECK_FS(fs);
+  auto src = lookup(fs, src_fd);
+  if (!src) return bad_fd(src_fd);
+  auto dst = lookup(fs, dst_fd);
+  if (!dst) return bad_fd(dst_fd);
+  if (src_off < 0 || dst_off < 0 || len < 0) {
+    return record(EINVAL, std::string(what) + ": offsets and length must be >= 0");
+  }
+  return op(*src, *dst, static_cast<uint64_t>(src_off), static_cast<uint64_t>(dst_off),
+            static_cast<uint64_t>(len));
+}
+
 // Run `op(FileSystem&, path)` (returning a Status) on a path argument.
 template <class Op>
 int with_path(sdx_fs* fs, const char* path, Op&& op) {
@@ -444,6 +462,80 @@ int sdx_fstat(sdx_fs* fs, int fd, struct sdx_stat* st) {
     auto r = f->stat();
     if (!r) return record(r);
     fill(st, *r);
+    return 0;
+  });
+}
+
+
+// ---- reflink, dedupe, defragmentation ----
+
+int sdx_clone_range(sdx_fs* fs, int src_fd, off_t src_off, int dst_fd, off_t dst_off, off_t len) {
+  return guarded([&]() -> int {
+    return with_file_pair(fs, src_fd, src_off, dst_fd, dst_off, len, "clone",
+                          [](sdx::File& src, sdx::File& dst, uint64_t so, uint64_t d, uint64_t n) {
+                            auto st = dst.clone_range(src, so, d, n);
+                            return st ? 0 : record(st);
+                          });
+  });
+}
+
+int sdx_clone(sdx_fs* fs, int src_fd, int dst_fd) {
+  return guarded([&]() -> int {
+    return with_file_pair(fs, src_fd, 0, dst_fd, 0, 0, "clone",
+                          [](sdx::File& src, sdx::File& dst, uint64_t, uint64_t, uint64_t) {
+                            auto st = dst.clone(src);
+                            return st ? 0 : record(st);
+                          });
+  });
+}
+
+int sdx_dedupe_range(sdx_fs* fs, int src_fd, off_t src_off, int dst_fd, off_t dst_off, off_t len) {
+  return guarded([&]() -> int {
+    return with_file_pair(fs, src_fd, src_off, dst_fd, dst_off, len, "dedupe",
+                          [](sdx::File& src, sdx::File& dst, uint64_t so, uint64_t d, uint64_t n) {
+                            auto r = dst.dedupe_range(src, so, d, n);
+                            if (!r) return record(r);
+                            return *r ? 0 : SDX_DEDUPE_RANGE_DIFFERS;
+                          });
+  });
+}
+
+int sdx_defragment(sdx_fs* fs, int fd, struct sdx_defrag_stats* out) {
+  return guarded([&]() -> int {
+    SDX_CHECK_FS(fs);
+    auto f = lookup(fs, fd);
+    if (!f) return bad_fd(fd);
+    auto r = f->defragment();
+    if (!r) return record(r);
+    if (out) {
+      *out = {};
+      out->extents_before = r->extents_before;
+      out->extents_after = r->extents_after;
+      out->blocks_moved = r->blocks_moved;
+    }
+    return 0;
+  });
+}
+
+int sdx_extents(sdx_fs* fs, int fd, struct sdx_extent* out, size_t max, size_t* count) {
+  return guarded([&]() -> int {
+    SDX_CHECK_FS(fs);
+    auto f = lookup(fs, fd);
+    if (!f) return bad_fd(fd);
+    SDX_CHECK_PTR(count, "extent count");
+    if (max > 0) SDX_CHECK_PTR(out, "extent array");
+    auto r = f->extents();
+    if (!r) return record(r);
+    const size_t n = std::min(max, r->size());
+    for (size_t i = 0; i < n; ++i) {
+      const sdx::ExtentInfo& e = (*r)[i];
+      out[i] = {};
+      out[i].offset = e.offset;
+      out[i].length = e.length;
+      out[i].dev_offset = e.dev_offset;
+      out[i].flags = (e.unwritten ? SDX_EXTENT_UNWRITTEN : 0u) | (e.shared ? SDX_EXTENT_SHARED : 0u);
+    }
+    *count = r->size();
     return 0;
   });
 }

@@ -83,6 +83,30 @@ Status File::ftruncate(uint64_t length) {
   return fs_->vol_->ftruncate(h_, length);
 }
 
+Status File::clone_range(const File& src, uint64_t src_offset, uint64_t dst_offset, uint64_t length) {
+  if (!h_ || !src.h_) return not_open();
+  if (src.fs_ != fs_) return fail(EXDEV, "clone: files are on different file systems");
+  return fs_->vol_->clone_range(src.h_, src_offset, h_, dst_offset, length);
+}
+
+Status File::clone(const File& src) { return clone_range(src, 0, 0, 0); }
+
+Result<bool> File::dedupe_range(const File& src, uint64_t src_offset, uint64_t dst_offset, uint64_t length) {
+  if (!h_ || !src.h_) return std::unexpected(not_open().error());
+  if (src.fs_ != fs_) return fail(EXDEV, "dedupe: files are on different file systems");
+  return fs_->vol_->dedupe_range(src.h_, src_offset, h_, dst_offset, length);
+}
+
+Result<DefragStats> File::defragment() {
+  if (!h_) return std::unexpected(not_open().error());
+  return fs_->vol_->defragment(h_);
+}
+
+Result<std::vector<ExtentInfo>> File::extents() const {
+  if (!h_) return std::unexpected(not_open().error());
+  return fs_->vol_->extents(h_);
+}
+
 // Stores through non-synchronous mappings are part of the file's data: written back
 // before the metadata commits, as the kernel's fsync writes back dirty DAX pages.
 Status File::fsync() {

@@ -67,6 +67,15 @@ void RwLock::lock() {
       if (state_.compare_exchange_weak(s, kWriter, std::memory_order_acquire, std::memory_order_relaxed)) return;
       continue;
     }
+    if ((s & kReadersTurn) && (s & kReaders) == 0) {
+      // The readers' turn: give them a moment to come in, then take it back (they may
+      // have gone, or been writers after all).
+      sleep(s, kTurnNs);
+      s = state_.load(std::memory_order_relaxed);
+      if ((s & kReadersTurn) && (s & kReaders) == 0) state_.compare_exchange_strong(s, s & ~kReadersTurn);
+      s = state_.load(std::memory_order_relaxed);
+      continue;
+    }
     if ((s & kWriterWaiting) == 0) {
       if (!state_.compare_exchange_weak(s, s | kWriterWaiting, std::memory_order_relaxed)) continue;
       s |= kWriterWaiting;
@@ -79,18 +88,21 @@ void RwLock::lock() {
 void RwLock::lock_shared_slow() {
   uint32_t s = state_.load(std::memory_order_relaxed);
   for (;;) {
-    if ((s & (kWriter | kWriterWaiting)) == 0) {
-      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    if (reader_may_enter(s)) {
+      if (state_.compare_exchange_weak(s, (s & ~kReadersTurn) + 1, std::memory_order_acquire, std::memory_order_relaxed))
+        return;
       continue;
     }
+    reader_sleepers_.fetch_add(1);
     sleep(s);
+    reader_sleepers_.fetch_sub(1);
     s = state_.load(std::memory_order_relaxed);
   }
 }
 
-void RwLock::sleep(uint32_t seen) {
+void RwLock::sleep(uint32_t seen, int64_t timeout_ns) {
   sleepers_.fetch_add(1);
-  detail::futex_wait(&state_, seen);
+  detail::futex_wait(&state_, seen, timeout_ns);
   sleepers_.fetch_sub(1);
 }
 

@@ -55,8 +55,10 @@ class Mutex {
 // A reader-writer lock (Lockable, SharedLockable). A waiting writer holds off new
 // readers, so a stream of readers cannot shut writers out; the price is that a thread
 // must never take it shared twice (the second lock_shared would wait behind a writer
-// that waits for the first). A writer's unlock wakes everyone to race again rather
-// than handing over to the next writer, so writers do not shut readers out either.
+// that waits for the first). Nor can a writer that takes the lock again and again shut
+// sleeping readers out (a defragmenter moving chunk after chunk while a page fault
+// waits): its unlock gives the readers a turn, which a writer waits for up to
+// kTurnNs before it takes the lock back.
 class RwLock {
  public:
   RwLock() = default;
@@ -70,19 +72,20 @@ class RwLock {
            state_.compare_exchange_strong(s, kWriter, std::memory_order_acquire, std::memory_order_relaxed);
   }
   void unlock() {
-    state_.store(0);
+    state_.store(reader_sleepers_.load() != 0 ? kReadersTurn : 0);
     wake_all();
   }
   void lock_shared() {
     uint32_t s = state_.load(std::memory_order_relaxed);
-    if ((s & (kWriter | kWriterWaiting)) != 0 ||
-        !state_.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed))
+    if (!reader_may_enter(s) ||
+        !state_.compare_exchange_weak(s, (s & ~kReadersTurn) + 1, std::memory_order_acquire, std::memory_order_relaxed))
       lock_shared_slow();
   }
   bool try_lock_shared() {
     uint32_t s = state_.load(std::memory_order_relaxed);
-    while ((s & (kWriter | kWriterWaiting)) == 0)
-      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+    while (reader_may_enter(s))
+      if (state_.compare_exchange_weak(s, (s & ~kReadersTurn) + 1, std::memory_order_acquire, std::memory_order_relaxed))
+        return true;
     return false;
   }
   void unlock_shared() {
@@ -93,15 +96,21 @@ class RwLock {
  private:
   static constexpr uint32_t kWriter = 1u << 31;
   static constexpr uint32_t kWriterWaiting = 1u << 30;
-  static constexpr uint32_t kReaders = kWriterWaiting - 1;  // the count of shared holders
+  static constexpr uint32_t kReadersTurn = 1u << 29;  // set by a writer's unlock for sleeping readers
+  static constexpr uint32_t kReaders = kReadersTurn - 1;  // the count of shared holders
+  static constexpr int64_t kTurnNs = 1'000'000;
+  static bool reader_may_enter(uint32_t s) {
+    return !(s & kWriter) && (!(s & kWriterWaiting) || (s & kReadersTurn));
+  }
   // The changes to state_ that can let a sleeper in, and the sleepers_ counts, are
   // sequentially consistent: a sleeper counts itself before the kernel rereads state_,
   // and a waker changes state_ before it reads the count, so one of them sees the other.
   void lock_shared_slow();
   void wake_all();
-  void sleep(uint32_t seen);  // while state_ still reads `seen`
+  void sleep(uint32_t seen, int64_t timeout_ns = -1);  // while state_ still reads `seen`
   std::atomic<uint32_t> state_{0};
   std::atomic<uint32_t> sleepers_{0};
+  std::atomic<uint32_t> reader_sleepers_{0};
 };
 
 // A condition variable for Mutex, with std::condition_variable's interface (spurious

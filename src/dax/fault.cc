@@ -83,7 +83,8 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
     if (write && !m.priv) {
       constexpr unsigned kIntent = fs::kIomapWrite | fs::kIomapFault;
       im = vol_.iomap_begin(ino, prep_lo, prep_hi - prep_lo, kIntent);
-      if (im && (im->offset + im->length <= foff || im->type != fs::IomapType::kMapped))
+      if (im && (im->offset + im->length <= foff || im->type != fs::IomapType::kMapped ||
+                 (im->flags & fs::kIomapShared)))
         im = vol_.iomap_begin(ino, foff, kPage, kIntent);
     } else {
       im = vol_.iomap_begin(ino, foff, kPage, fs::kIomapRead | fs::kIomapFault);
@@ -107,8 +108,9 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write) {
       if (write) lo = foff, hi = foff + kPage, rw = true;
     } else if (write) {
       rw = true;
-    } else if (block && m.sync && (m.prot & PROT_WRITE) && !(im->flags & fs::kIomapDirty)) {
-      // A committed block needs no further check: a later store costs no fault.
+    } else if (block && m.sync && (m.prot & PROT_WRITE) && !(im->flags & (fs::kIomapDirty | fs::kIomapShared))) {
+      // A committed block of the file's own needs no further check: a later store
+      // costs no fault. (A shared block stays read-only: a store must copy it first.)
       rw = true;
     }
     void* at = m.base + (lo - m.offset);
@@ -175,25 +177,37 @@ void Dax::on_layout(void* ctx, fs::Inode& ino, uint64_t off, uint64_t len, fs::L
   }, &args);
 }
 
-// Drop pages [first, last) of m that the change makes wrong: everything on removal;
-// only the zero page when data appears (a private copy stays, as the kernel keeps COW
-// pages when a hole fills).
+// Drop pages [first, last) of m that the change makes wrong (see fs::LayoutChange);
+// for kShared only write-protect shared mappings' writable pages.
 void Dax::drop(Map& m, size_t first, size_t last, fs::LayoutChange how) {
+  using enum fs::LayoutChange;
+  auto wrong = [&](size_t k) {
+    // Pairs with set_states: after our generation move, we see what a racing
+    // install stored, or it sees the move and undoes itself.
+    const uint8_t st = m.pages[k].load(std::memory_order_seq_cst);
+    if (!(st & kInstalled)) return false;
+    const bool private_copy = m.priv && (st & kDirty);
+    switch (how) {
+      case kRemoved: return true;
+      case kAllocated: return !(st & kBlock) && !private_copy;
+      case kMoved: return (st & kBlock) && !private_copy;
+      case kShared: return !m.priv && (st & kWritable);
+    }
+    return true;
+  };
   size_t i = first;
   while (i < last) {
-    auto wrong = [&](size_t k) {
-      // Pairs with set_states: after our generation move, we see what a racing
-      // install stored, or it sees the move and undoes itself.
-      const uint8_t st = m.pages[k].load(std::memory_order_seq_cst);
-      if (!(st & kInstalled)) return false;
-      if (how == fs::LayoutChange::kRemoved) return true;
-      return !(st & kBlock) && !(m.priv && (st & kDirty));
-    };
     if (!wrong(i)) { ++i; continue; }
     size_t j = i + 1;
     while (j < last && wrong(j)) ++j;
-    install_none(m.base + i * kPage, (j - i) * kPage);
-    for (size_t k = i; k < j; ++k) m.pages[k].store(0, std::memory_order_relaxed);
+    if (how == kShared) {
+      // The block stays; a store must fault and copy it. fs flushes what was stored.
+      ::mprotect(m.base + i * kPage, (j - i) * kPage, PROT_READ);
+      for (size_t k = i; k < j; ++k) m.pages[k].fetch_and(static_cast<uint8_t>(~(kWritable | kDirty)));
+    } else {
+      install_none(m.base + i * kPage, (j - i) * kPage);
+      for (size_t k = i; k < j; ++k) m.pages[k].store(0, std::memory_order_relaxed);
+    }
     i = j;
   }
 }

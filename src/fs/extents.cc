@@ -123,16 +123,10 @@ void Volume::mark_bitmap(journal::Handle& h, uint64_t start, uint64_t len, bool 
 // Error texts on the fault path stay within std::string's inline capacity (15): the
 // SIGSEGV handler may build them and must not allocate.
 Result<Run> Volume::alloc_blocks(journal::Handle& h, uint64_t goal, uint64_t want, bool metadata) {
-  {
-    Lock l(freed_mu_);
-    for (const Run& r : released_) alloc_.add_free(r.start, r.len);
-    released_.clear();
-  }
-  const uint64_t reserve = metadata_reserve();
-  const uint64_t avail = alloc_.free_blocks();
+  const uint64_t usable = usable_data_blocks();
   if (!metadata) {
-    if (avail <= reserve) return fail(ENOSPC, "no space left");
-    want = std::min(want, avail - reserve);
+    if (usable == 0) return fail(ENOSPC, "no space left");
+    want = std::min(want, usable);
   }
   Run r = alloc_.alloc(goal, want);
   if (r.len == 0) return fail(ENOSPC, "no space left");
@@ -150,6 +144,75 @@ void Volume::free_blocks(journal::Handle& h, uint64_t start, uint64_t len) {
   freed_.push_back({h.seq(), Run{start, len}});
 }
 
+void Volume::release_blocks(journal::Handle& h, uint64_t dev, uint64_t len) {
+  for (uint64_t pos = dev, end = dev + len; pos < end;) {
+    bool shared;
+    const uint64_t n = shared_run(pos, end - pos, &shared);
+    if (!shared) {
+      free_blocks(h, pos, n);
+    } else {
+      for (auto it = shared_.find(pos); it != shared_.end() && it->first < pos + n;)
+        it = --it->second >= 2 ? std::next(it) : shared_.erase(it);
+      log_refcounts(h, pos, n);
+    }
+    pos += n;
+  }
+}
+
+void Volume::add_refs(journal::Handle& h, uint64_t dev, uint64_t len) {
+  for (uint64_t b = dev; b < dev + len; ++b) ++shared_.try_emplace(b, 1).first->second;
+  log_refcounts(h, dev, len);
+}
+
+void Volume::log_refcounts(journal::Handle& h, uint64_t dev, uint64_t len) {
+  std::array<media::RefCount, 512> buf;  // on the stack: copy-on-write faults get here
+  auto it = shared_.lower_bound(dev);
+  for (uint64_t pos = dev, end = dev + len; pos < end;) {
+    const uint64_t k = std::min<uint64_t>(buf.size(), end - pos);
+    for (uint64_t i = 0; i < k; ++i) {
+      while (it != shared_.end() && it->first < pos + i) ++it;
+      buf[i] = it != shared_.end() && it->first == pos + i ? it->second : 0;
+    }
+    h.log(geo_.refcount_start * kBlockSize + pos * sizeof(media::RefCount),
+          {reinterpret_cast<const std::byte*>(buf.data()), k * sizeof(media::RefCount)});
+    pos += k;
+  }
+}
+
+uint64_t Volume::shared_run(uint64_t dev, uint64_t len, bool* shared) const {
+  auto it = shared_.lower_bound(dev);
+  *shared = it != shared_.end() && it->first == dev;
+  if (!*shared) return it == shared_.end() ? len : std::min(len, it->first - dev);
+  uint64_t n = 0;
+  while (n < len && it != shared_.end() && it->first == dev + n) ++n, ++it;
+  return n;
+}
+
+uint64_t Volume::shared_blocks_in(const Inode& ino, uint64_t fb, uint64_t end_fb) const {
+  if (shared_.empty()) return 0;
+  uint64_t count = 0;
+  auto it = ino.extents.upper_bound(fb);
+  if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
+  for (; it != ino.extents.end() && it->second.file_block < end_fb; ++it) {
+    const Extent& e = it->second;
+    const uint64_t lo = std::max(fb, e.file_block), hi = std::min(end_fb, e.file_end());
+    for (auto s = shared_.lower_bound(e.dev_block + (lo - e.file_block));
+         s != shared_.end() && s->first < e.dev_block + (hi - e.file_block); ++s)
+      ++count;
+  }
+  return count;
+}
+
+uint64_t Volume::usable_data_blocks() {
+  {
+    Lock l(freed_mu_);
+    for (const Run& r : released_) alloc_.add_free(r.start, r.len);
+    released_.clear();
+  }
+  const uint64_t avail = alloc_.free_blocks(), reserve = metadata_reserve();
+  return avail > reserve ? avail - reserve : 0;
+}
+
 void Volume::release_freed(uint64_t committed) {
   Lock l(freed_mu_);
   auto keep = std::partition(freed_.begin(), freed_.end(),
@@ -165,6 +228,8 @@ void Volume::set_layout_hook(LayoutHook hook, void* ctx) {
 }
 
 void Volume::layout_changed(Inode& ino, uint64_t fb, uint64_t end_fb, LayoutChange how) {
+  // Only an allocation leaves installed device blocks right; everything else moves
+  // remove_gen so that a racing fault installs again.
   (how == LayoutChange::kAllocated ? ino.alloc_gen : ino.remove_gen).fetch_add(1, std::memory_order_seq_cst);
   if (layout_hook_) layout_hook_(layout_ctx_, ino, fb * kBlockSize, (end_fb - fb) * kBlockSize, how);
 }
@@ -200,7 +265,7 @@ void Volume::insert_extent(Inode& ino, Extent e) {
   ino.extents[e.file_block] = e;
 }
 
-void Volume::remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb) {
+void Volume::remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb, LayoutChange how) {
   auto it = ino.extents.upper_bound(fb);
   if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
   while (it != ino.extents.end() && it->second.file_block < end_fb) {
@@ -213,8 +278,8 @@ void Volume::remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t 
       const uint64_t skip = cut_hi - e.file_block;
       ino.extents[cut_hi] = Extent{cut_hi, e.dev_block + skip, e.len - skip, e.unwritten, e.seq};
     }
-    layout_changed(ino, cut_lo, cut_hi, LayoutChange::kRemoved);
-    free_blocks(h, e.dev_block + (cut_lo - e.file_block), cut_hi - cut_lo);
+    layout_changed(ino, cut_lo, cut_hi, how);
+    release_blocks(h, e.dev_block + (cut_lo - e.file_block), cut_hi - cut_lo);
     ino.blocks -= cut_hi - cut_lo;
     ino.remove_seq = h.seq();
     it = ino.extents.lower_bound(cut_hi);
@@ -344,11 +409,17 @@ Status Volume::nothing_allocated_at(journal::Handle& h, Inode& ino, const Status
 }
 
 // A write fault maps blocks straight into a process, so every block of [fb, end_fb) it
-// prepares is allocated, zeroed and written. Like the kernel's PMD fault it may ask
-// for a whole window at once; running out of space part-way fails only if the first
-// block (fb) got nothing -- the caller asks again for the faulting block if it lies
-// beyond what was prepared.
+// prepares is its own (copied if shared), allocated, zeroed and written. Like the
+// kernel's PMD fault it may ask for a whole window at once; running out of space
+// part-way fails only if the first block (fb) got nothing -- the caller asks again for
+// the faulting block if it lies beyond what was prepared.
 Status Volume::allocate_for_fault(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb) {
+  // Shared blocks first, all or nothing (a shared block must never be zeroed in
+  // place); short of space for the window, the first block alone.
+  if (!unshare(h, ino, fb, end_fb)) {
+    end_fb = fb + 1;
+    SDX_TRY(unshare(h, ino, fb, end_fb));
+  }
   Status st = allocate_range(h, ino, fb, end_fb, false);
   if (!find_extent(ino, fb)) return nothing_allocated_at(h, ino, st);
   set_unwritten(h, ino, fb, end_fb, false);
@@ -356,13 +427,14 @@ Status Volume::allocate_for_fault(journal::Handle& h, Inode& ino, uint64_t fb, u
   return log_inode(h, ino);
 }
 
+// Whether a write fault can map [fb, end_fb) writable as it is: all written, none shared.
 bool Volume::range_mapped_written(const Inode& ino, uint64_t fb, uint64_t end_fb) const {
   for (uint64_t pos = fb; pos < end_fb;) {
     const Extent* e = find_extent(ino, pos);
     if (!e || e->unwritten) return false;
     pos = e->file_end();
   }
-  return true;
+  return shared_blocks_in(ino, fb, end_fb) == 0;
 }
 
 Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsigned intent) {
@@ -381,6 +453,18 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
       dev_->fence();  // the zeros are durable before the transaction mapping them commits
       SDX_TRY(st);
       m.flags |= kIomapNew;
+      e = find_extent(ino, fb);
+    }
+  }
+  if (write && !(intent & kIomapFault)) {
+    // Copy-on-write: the writer gets blocks of its own before it stores. (A fault's
+    // window was made the writer's own above.)
+    const uint64_t end_fb = (off + std::max<uint64_t>(len, 1) - 1) / kBlockSize + 1;
+    if (shared_blocks_in(ino, fb, end_fb)) {
+      journal::Handle h = journal_->start();
+      Status st = unshare(h, ino, fb, end_fb);
+      dev_->fence();  // the copies are durable before the transaction mapping them commits
+      SDX_TRY(st);
       e = find_extent(ino, fb);
     }
   }
@@ -408,8 +492,12 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
   }
   m.type = e->unwritten ? IomapType::kUnwritten : IomapType::kMapped;
   m.offset = fb * kBlockSize;
-  m.length = (e->file_end() - fb) * kBlockSize;
-  m.dev_offset = (e->dev_block + (fb - e->file_block)) * kBlockSize;
+  const uint64_t dev = e->dev_block + (fb - e->file_block);
+  bool shared;
+  // One answer is all shared or all not: a caller may map it writable only if not.
+  m.length = shared_run(dev, e->file_end() - fb, &shared) * kBlockSize;
+  if (shared) m.flags |= kIomapShared;
+  m.dev_offset = dev * kBlockSize;
   const uint64_t seq = std::max({e->seq, ino.size_seq, ino.remove_seq});
   if (seq > journal_->committed_seq()) {
     m.flags |= kIomapDirty;

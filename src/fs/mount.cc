@@ -34,6 +34,7 @@ struct Volume::Loaded {
   std::vector<uint8_t> bitmap;
   std::unordered_map<uint64_t, std::unique_ptr<Inode>> inodes;
   std::set<uint64_t> free_inodes;
+  SharedMap shared;
 };
 
 Volume::Volume(std::unique_ptr<device::Device> dev, const media::Geometry& g)
@@ -53,7 +54,7 @@ Volume::~Volume() {
 Status Volume::format(device::Device& dev, const MkfsOptions& opt) {
   SDX_ASSIGN(media::Geometry g, media::plan_geometry(dev.size(), opt.bytes_per_inode, opt.journal_bytes));
   std::byte* base = dev.bytes().data();
-  dev.zero_nodrain(base + g.inode_start * kBlockSize, (g.inode_blocks + g.bitmap_blocks) * kBlockSize);
+  dev.zero_nodrain(base + g.inode_start * kBlockSize, (g.inode_blocks + g.bitmap_blocks + g.refcount_blocks) * kBlockSize);
   SDX_TRY(journal::Journal::format(dev, log_region(g)));
   media::DiskInode root{};
   root.mode = S_IFDIR | 0755;
@@ -91,20 +92,26 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
   const uint64_t data_lo = g.data_start, data_hi = g.total_blocks;
   L->bitmap.assign(reinterpret_cast<const uint8_t*>(base + g.bitmap_start * kBlockSize),
                    reinterpret_cast<const uint8_t*>(base + (g.bitmap_start + g.bitmap_blocks) * kBlockSize));
-  std::vector<uint32_t> owner(g.total_blocks, 0);  // block -> inode using it
-  auto use = [&](uint64_t ino, uint64_t start, uint64_t len, const char* what) -> bool {
+  // Who uses each block: metadata blocks and directory blocks have exactly one owner;
+  // file data blocks may be shared, and the reference-count table must then say so.
+  std::vector<uint32_t> owner(g.total_blocks, 0);  // block -> first inode using it
+  std::vector<uint32_t> refs(g.total_blocks, 0);   // extent references to it
+  std::vector<bool> exclusive(g.total_blocks, false);
+  auto use = [&](uint64_t ino, uint64_t start, uint64_t len, const char* what, bool shareable) -> bool {
     if (start < data_lo || start >= data_hi || len > data_hi - start) {
       problem("inode " + std::to_string(ino) + ": " + what + " at block " + std::to_string(start) +
               " (+" + std::to_string(len) + ") lies outside the data area");
       return false;
     }
     for (uint64_t b = start; b < start + len; ++b) {
-      if (owner[b]) {
+      if (refs[b] && (exclusive[b] || !shareable)) {
         problem("block " + std::to_string(b) + " is used by inode " + std::to_string(owner[b]) +
                 " and inode " + std::to_string(ino));
         return false;
       }
-      owner[b] = ino;
+      if (!refs[b]) owner[b] = ino;
+      ++refs[b];
+      exclusive[b] = !shareable;
     }
     return true;
   };
@@ -143,7 +150,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
     } else if (di.nextents > media::kMaxExtents) {
       problem("inode " + std::to_string(i) + ": impossible extent count " + std::to_string(di.nextents));
       ok_map = false;
-    } else if (!use(i, di.index_block, 1, "extent index")) {
+    } else if (!use(i, di.index_block, 1, "extent index", false)) {
       ok_map = false;
     } else {
       const std::byte* idx = base + di.index_block * kBlockSize;
@@ -158,7 +165,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
       for (uint64_t k = 0; ok_map && k < need; ++k) {
         uint64_t leaf;
         std::memcpy(&leaf, idx + sizeof ih + k * sizeof leaf, sizeof leaf);
-        if (!use(i, leaf, 1, "extent leaf")) { ok_map = false; break; }
+        if (!use(i, leaf, 1, "extent leaf", false)) { ok_map = false; break; }
         const std::byte* lb = base + leaf * kBlockSize;
         media::BlockHeader lh;
         std::memcpy(&lh, lb, sizeof lh);
@@ -186,7 +193,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
         ok_map = false;
         break;
       }
-      if (!use(i, de.dev_block, de.len, "extent")) { ok_map = false; break; }
+      if (!use(i, de.dev_block, de.len, "extent", S_ISREG(di.mode))) { ok_map = false; break; }
       ino->extents[de.file_block] = Extent{de.file_block, de.dev_block, de.len,
                                            (de.flags & media::kExtentUnwritten) != 0, 0};
       prev_end = de.file_block + de.len;
@@ -205,7 +212,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
     return L;
   }
   if (root_it->second->parent != media::kRootIno) problem("root directory: parent pointer is not itself");
-  std::unordered_map<uint64_t, uint32_t> refs, subdirs;
+  std::unordered_map<uint64_t, uint32_t> names, subdirs;
   for (auto& [i, ino] : L->inodes) {
     if (!ino->is_dir()) continue;
     ino->dir = std::make_unique<Dir>();
@@ -250,7 +257,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
           problem("directory " + std::to_string(i) + ": duplicate entry '" + name + "'");
           continue;
         }
-        ++refs[d.ino];
+        ++names[d.ino];
         if (d.is_dir) {
           ++subdirs[i];
           if (target->second->parent != i)
@@ -260,7 +267,7 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
     }
   }
   for (auto& [i, ino] : L->inodes) {
-    const uint32_t r = refs[i];
+    const uint32_t r = names[i];
     if (ino->is_dir()) {
       if (i == media::kRootIno ? r != 0 : r > 1) problem("directory " + std::to_string(i) + ": has " + std::to_string(r) + " names");
       if (ino->nlink != 0 && ino->nlink != 2 + subdirs[i])
@@ -270,14 +277,29 @@ Result<std::unique_ptr<Volume::Loaded>> Volume::load(device::Device& dev, std::v
       problem("inode " + std::to_string(i) + ": link count " + std::to_string(ino->nlink) + " but " + std::to_string(r) + " names");
     }
   }
-  // The bitmap must say exactly which data blocks are in use.
+  // The bitmap must say exactly which data blocks are in use, and the reference-count
+  // table exactly which are shared and by how many extents.
   uint64_t mismatches = 0;
+  const auto* table = g.has_refcounts() ? reinterpret_cast<const std::byte*>(base + g.refcount_start * kBlockSize) : nullptr;
   for (uint64_t b = data_lo; b < data_hi; ++b) {
     const bool marked = L->bitmap[b >> 3] & (1u << (b & 7));
-    if (marked != (owner[b] != 0) && mismatches++ < 10)
+    if (marked != (refs[b] != 0) && mismatches++ < 10)
       problem("block " + std::to_string(b) + (marked ? ": marked used but no file uses it" : ": used by inode " + std::to_string(owner[b]) + " but marked free"));
+    media::RefCount rc = 0;
+    if (table) std::memcpy(&rc, table + b * sizeof rc, sizeof rc);
+    if (refs[b] >= 2 && !table) {
+      if (mismatches++ < 10)
+        problem("block " + std::to_string(b) + " is used by inode " + std::to_string(owner[b]) +
+                " and another extent, and this image has no reference counts");
+    } else if (rc != (refs[b] >= 2 ? refs[b] : 0)) {
+      if (mismatches++ < 10)
+        problem("block " + std::to_string(b) + ": reference count " + std::to_string(rc) + " but " +
+                std::to_string(refs[b]) + " extent(s) use it");
+    } else if (rc) {
+      L->shared.emplace(b, rc);
+    }
   }
-  if (mismatches > 10) problem(std::to_string(mismatches - 10) + " more bitmap mismatches");
+  if (mismatches > 10) problem(std::to_string(mismatches - 10) + " more bitmap or reference-count mismatches");
   return L;
 }
 
@@ -292,6 +314,7 @@ Result<std::unique_ptr<Volume>> Volume::mount(std::unique_ptr<device::Device> de
   v->inodes_ = std::move(L->inodes);
   v->free_inodes_ = std::move(L->free_inodes);
   v->bitmap_ = std::move(L->bitmap);
+  v->shared_ = std::move(L->shared);
   for (uint64_t b = v->geo_.data_start; b < v->geo_.total_blocks;) {
     if (v->bitmap_[b >> 3] & (1u << (b & 7))) { ++b; continue; }
     uint64_t e = b;

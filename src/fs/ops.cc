@@ -411,18 +411,24 @@ Result<size_t> Volume::pread(Handle* hd, std::span<std::byte> buf, uint64_t off)
   }
   if (off >= size || buf.empty()) return size_t{0};
   const uint64_t n = std::min<uint64_t>(buf.size(), size - off);
-  uint64_t done = 0;
-  while (done < n) {
-    SDX_ASSIGN(Iomap m, iomap_begin(ino, off + done, n - done, kIomapRead));
-    const uint64_t pos = off + done;
-    const uint64_t chunk = std::min(n - done, m.offset + m.length - pos);
-    if (m.type == IomapType::kMapped)
-      std::memcpy(buf.data() + done, dev_->bytes().data() + m.dev_offset + (pos - m.offset), chunk);
-    else
-      std::memset(buf.data() + done, 0, chunk);
-    done += chunk;
-  }
+  read_locked(ino, buf.first(n), off);
   return static_cast<size_t>(n);
+}
+
+// The bytes of [off, off+buf.size()); holes and unwritten blocks read as zeros. The
+// caller holds ino.io, so no block can be taken away while we copy it without mu_
+// (a concurrent fault only fills holes, with zeros).
+void Volume::read_locked(Inode& ino, std::span<std::byte> buf, uint64_t off) {
+  for (uint64_t done = 0; done < buf.size();) {
+    const uint64_t pos = off + done;
+    const Iomap m = *iomap_begin(ino, pos, buf.size() - done, kIomapRead);  // a read cannot fail
+    const uint64_t n = std::min<uint64_t>(buf.size() - done, m.offset + m.length - pos);
+    if (m.type == IomapType::kMapped)
+      std::memcpy(buf.data() + done, dev_->bytes().data() + m.dev_offset + (pos - m.offset), n);
+    else
+      std::memset(buf.data() + done, 0, n);
+    done += n;
+  }
 }
 
 Result<size_t> Volume::pwrite(Handle* hd, std::span<const std::byte> buf, uint64_t off) {
@@ -474,6 +480,9 @@ Status Volume::fallocate(Handle* hd, int mode, uint64_t off, uint64_t len) {
   if (kind == 0) {
     st = allocate_range(h, ino, fb, end_fb, false);
   } else if (kind == FALLOC_FL_PUNCH_HOLE) {
+    // Partial blocks are zeroed in place, so they must be the file's own.
+    SDX_TRY(unshare(h, ino, fb, std::min(whole_lo, end_fb)));
+    SDX_TRY(unshare(h, ino, std::max(whole_hi, fb), end_fb));
     if (whole_lo < whole_hi) {
       remove_range(h, ino, whole_lo, whole_hi);
       SDX_TRY(log_extents(h, ino));
@@ -483,7 +492,10 @@ Status Volume::fallocate(Handle* hd, int mode, uint64_t off, uint64_t len) {
       SDX_TRY(zero_bytes(ino, off, len));
     }
   } else {  // ZERO_RANGE: whole blocks become unwritten (metadata only), edges are zeroed in place
-    st = allocate_range(h, ino, fb, end_fb, true);
+    // Unshared first: a block written in one file must never be unwritten (and so
+    // zeroed by a later write) in another.
+    st = unshare(h, ino, fb, end_fb);
+    if (st) st = allocate_range(h, ino, fb, end_fb, true);
     if (st) {
       if (whole_lo < whole_hi) {
         set_unwritten(h, ino, whole_lo, whole_hi, true);
@@ -514,6 +526,8 @@ Status Volume::ftruncate(Handle* hd, uint64_t len) {
   Lock l(mu_);
   journal::Handle h = journal_->start();
   if (len < ino.size) {
+    // The new last block is zeroed past EOF in place, so it must be the file's own.
+    if (len % kBlockSize) SDX_TRY(unshare(h, ino, len / kBlockSize, len / kBlockSize + 1));
     // Pages past the new EOF must fault (SIGBUS) in every mapping, holes included.
     layout_changed(ino, (len + kBlockSize - 1) / kBlockSize, (ino.size + kBlockSize - 1) / kBlockSize,
                    LayoutChange::kRemoved);

@@ -41,6 +41,9 @@ struct Extent {
 // By file_block. A write fault changes it, so its nodes come from SafeAllocator.
 using ExtentMap = std::map<uint64_t, Extent, std::less<>, SafeAllocator<std::pair<const uint64_t, Extent>>>;
 using BlockImage = std::array<std::byte, kBlock>;
+// Shared data blocks: device block -> reference count (>= 2). Unshared blocks are not
+// in it. Copy-on-write in a write fault changes it, hence SafeAllocator.
+using SharedMap = std::map<uint64_t, uint32_t, std::less<>, SafeAllocator<std::pair<const uint64_t, uint32_t>>>;
 
 struct DirEntryRef {
   uint64_t ino = 0;
@@ -93,7 +96,9 @@ struct Inode {
 
 enum class IomapType { kHole, kMapped, kUnwritten };
 enum IomapIntent : unsigned { kIomapRead = 1, kIomapWrite = 2, kIomapFault = 4 };
-enum IomapFlag : unsigned { kIomapNew = 1, kIomapDirty = 2 };
+// kIomapShared: the blocks are shared with another extent (reflink): never map them
+// writable; a write must go through iomap_begin(kIomapWrite), which copies them first.
+enum IomapFlag : unsigned { kIomapNew = 1, kIomapDirty = 2, kIomapShared = 4 };
 
 // What a file range maps to (the kernel's struct iomap).
 struct Iomap {
@@ -107,10 +112,16 @@ struct Iomap {
   uint64_t remove_gen = 0;
 };
 
-// How a file range changed: kAllocated (a hole or unwritten range now reads as data:
-// pages showing zeros must go, private copies may stay) or kRemoved (the blocks are
-// freed or now read as zeros: every page of the range must go, private copies too).
-enum class LayoutChange { kAllocated, kRemoved };
+// How a file range changed:
+//  kAllocated: a hole or unwritten range now reads as data: pages showing zeros must
+//              go, private copies may stay;
+//  kRemoved:   the blocks are freed or now read as zeros: every page must go, private
+//              copies too;
+//  kMoved:     the same bytes now live in other blocks (copy-on-write, defragment):
+//              pages mapping a block must go, private copies and zero pages may stay;
+//  kShared:    the blocks stay but are now shared with another extent: no shared
+//              mapping may keep them writable (fs itself flushes their data).
+enum class LayoutChange { kAllocated, kRemoved, kMoved, kShared };
 // Called with Volume::mu_ held after a range's mapping changed; it must not call back
 // into the Volume nor take its locks, and (like the fault path it serves) must not
 // allocate heap memory.
@@ -152,6 +163,20 @@ class Volume {
   Status fsync(Handle* h, bool datasync);
   Result<Stat> fstat(Handle* h);
   Status set_extsize_hint(Handle* h, uint32_t bytes);
+
+  // Layout changes that move or share blocks under live mappings (remap.cc). Each
+  // follows the five steps of safe remapping: block faults (the inode's io lock,
+  // exclusive), write back the range, unmap it from every mapping (the layout hook),
+  // remap in one transaction, unblock.
+  // FICLONERANGE: share src's blocks [src_off, src_off+len) at dst_off; len 0 = to
+  // src's EOF. EINVAL/EBADF/EISDIR/EOPNOTSUPP as Linux gives them.
+  Status clone_range(Handle* src, uint64_t src_off, Handle* dst, uint64_t dst_off, uint64_t len);
+  // FIDEDUPERANGE for one destination: share the blocks if the bytes are equal.
+  // Returns false ("differs") and changes nothing otherwise.
+  Result<bool> dedupe_range(Handle* src, uint64_t src_off, Handle* dst, uint64_t dst_off, uint64_t len);
+  // Move the file's unshared extents into as few contiguous runs as free space allows.
+  Result<DefragStats> defragment(Handle* h);
+  Result<std::vector<ExtentInfo>> extents(Handle* h);
 
   Status mkdir(std::string_view path, uint32_t mode);
   Status rmdir(std::string_view path);
@@ -219,7 +244,28 @@ class Volume {
   Status nothing_allocated_at(journal::Handle& h, Inode& ino, const Status& st);
   bool range_mapped_written(const Inode& ino, uint64_t fb, uint64_t end_fb) const;
   void insert_extent(Inode& ino, Extent e);
-  void remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
+  void remove_range(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb,
+                    LayoutChange how = LayoutChange::kRemoved);
+  // Drop one extent reference to each of device blocks [dev, dev+len): shared blocks
+  // lose a count, the others are freed.
+  void release_blocks(journal::Handle& h, uint64_t dev, uint64_t len);
+  void add_refs(journal::Handle& h, uint64_t dev, uint64_t len);
+  void log_refcounts(journal::Handle& h, uint64_t dev, uint64_t len);
+  // Blocks at the start of [dev, dev+len) that are shared (or not, as *shared says).
+  uint64_t shared_run(uint64_t dev, uint64_t len, bool* shared) const;
+  uint64_t shared_blocks_in(const Inode& ino, uint64_t fb, uint64_t end_fb) const;
+  // Copy-on-write: give [fb, end_fb) of the file blocks of its own, copied from the
+  // shared ones. All or nothing: ENOSPC changes nothing.
+  Status unshare(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end_fb);
+  // Point the mapped range [fb, fb+n) at device blocks [dev, dev+n) (already marked
+  // used, holding the data), keeping the written/unwritten state of each piece.
+  void replace_blocks(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t n, uint64_t dev);
+  uint64_t usable_data_blocks();
+  Result<uint64_t> remap_length(Inode& si, uint64_t src_off, Inode& di, uint64_t dst_off, uint64_t len,
+                                const char* what);
+  Status share_locked(Inode& si, uint64_t sfb, Inode& di, uint64_t dfb, uint64_t nb, uint64_t new_size);
+  void read_locked(Inode& ino, std::span<std::byte> buf, uint64_t off);
+  Status move_chunk(Inode& ino, uint64_t fb, uint64_t n, uint64_t target, std::span<char> taken, uint64_t* moved);
   // Mark [fb, end_fb) unwritten, or written; written blocks are zeroed first unless the
   // caller has just stored their data (kHasData).
   enum class Fill { kZero, kHasData };
@@ -241,6 +287,7 @@ class Volume {
   std::unordered_map<uint64_t, std::unique_ptr<Inode>> inodes_;
   std::set<uint64_t> free_inodes_;
   std::vector<uint8_t> bitmap_;
+  SharedMap shared_;
   Allocator alloc_;
   std::vector<std::unique_ptr<Handle>> handles_;
   // Blocks freed by transactions not yet durable. A fault frees (a map that shrinks

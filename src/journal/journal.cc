@@ -1,6 +1,7 @@
 #include "journal/journal.h"
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cstring>
 #include <unordered_map>
@@ -131,9 +132,8 @@ struct Tx {
   Mutex mu;         // records, for handles logging at the same time
   SafeVector<Rec> recs;
   SafeVector<std::byte> data;
-  // Rewriting the same range replaces it.
-  std::unordered_map<uint64_t, size_t, std::hash<uint64_t>, std::equal_to<>,
-                     SafeAllocator<std::pair<const uint64_t, size_t>>> by_off;
+  // Records that rewriting the same range replaces in place (see retire_overlaps).
+  std::map<uint64_t, size_t, std::less<>, SafeAllocator<std::pair<const uint64_t, size_t>>> by_off;
   std::atomic<uint64_t> bytes{sizeof(TxHeader)};
 
   // Empty it for reuse as transaction `s`, keeping the memory.
@@ -149,6 +149,21 @@ struct Tx {
 
 // ---- Handle ----
 
+namespace {
+// by_off holds the records that may still be rewritten in place: pairwise disjoint,
+// and none overlapped by a later record (rewriting one would then let the later,
+// older bytes win at replay). A new record or revoke over [off, off+len) retires
+// every one it touches; being disjoint, only one can reach in from the left.
+void retire_overlaps(Tx& tx, uint64_t off, uint64_t len) {
+  auto it = tx.by_off.lower_bound(off);
+  if (it != tx.by_off.begin()) {
+    auto prev = std::prev(it);
+    if (prev->first + tx.recs[prev->second].len > off) tx.by_off.erase(prev);
+  }
+  while (it != tx.by_off.end() && it->first < off + len) it = tx.by_off.erase(it);
+}
+}  // namespace
+
 void Handle::log(uint64_t dev_off, std::span<const std::byte> bytes) {
   Tx& tx = *tx_;
   Lock l(tx.mu);
@@ -156,6 +171,7 @@ void Handle::log(uint64_t dev_off, std::span<const std::byte> bytes) {
     std::memcpy(tx.data.data() + tx.recs[it->second].data, bytes.data(), bytes.size());
     return;
   }
+  retire_overlaps(tx, dev_off, bytes.size());
   tx.by_off[dev_off] = tx.recs.size();
   tx.recs.push_back({dev_off, static_cast<uint32_t>(bytes.size()), tx.data.size()});
   tx.data.insert(tx.data.end(), bytes.begin(), bytes.end());
@@ -165,7 +181,7 @@ void Handle::log(uint64_t dev_off, std::span<const std::byte> bytes) {
 void Handle::revoke(uint64_t dev_off, uint64_t len) {
   Tx& tx = *tx_;
   Lock l(tx.mu);
-  tx.by_off.erase(dev_off);
+  retire_overlaps(tx, dev_off, len);
   constexpr uint64_t kMaxRevoke = uint64_t{1} << 30;  // record lengths are 32-bit
   for (uint64_t done = 0; done < len; done += kMaxRevoke) {
     tx.recs.push_back({dev_off + done, static_cast<uint32_t>(std::min(kMaxRevoke, len - done)), 0, true});

@@ -38,7 +38,9 @@ Result<Geometry> plan_geometry(uint64_t bytes, uint64_t bytes_per_inode, uint64_
   // The bitmap covers the data area that follows it; sizing it for all blocks is a
   // slight over-estimate that keeps the arithmetic obvious.
   g.bitmap_blocks = div_up(div_up(g.total_blocks, 8), kBlockSize);
-  g.data_start = g.bitmap_start + g.bitmap_blocks;
+  g.refcount_start = g.bitmap_start + g.bitmap_blocks;
+  g.refcount_blocks = div_up(g.total_blocks, kRefsPerBlock);
+  g.data_start = g.refcount_start + g.refcount_blocks;
   if (g.data_start + 16 > g.total_blocks)
     return fail(ENOSPC, "device too small for the journal and inode table it needs");
   g.data_blocks = g.total_blocks - g.data_start;
@@ -58,6 +60,8 @@ Superblock make_superblock(const Geometry& g) {
   sb.inode_count = g.inode_count;
   sb.bitmap_start = g.bitmap_start;
   sb.bitmap_blocks = g.bitmap_blocks;
+  sb.refcount_start = g.refcount_start;
+  sb.refcount_blocks = g.refcount_blocks;
   sb.data_start = g.data_start;
   sb.data_blocks = g.data_blocks;
   sb.root_ino = kRootIno;
@@ -71,14 +75,14 @@ Superblock make_superblock(const Geometry& g) {
 Geometry geometry_of(const Superblock& sb) {
   return Geometry{sb.total_blocks, sb.journal_start, sb.journal_blocks, sb.inode_start,
                   sb.inode_blocks, sb.inode_count, sb.bitmap_start, sb.bitmap_blocks,
-                  sb.data_start, sb.data_blocks};
+                  sb.refcount_start, sb.refcount_blocks, sb.data_start, sb.data_blocks};
 }
 
 Status check_superblock(const Superblock& sb, uint64_t area_bytes) {
   if (sb.magic != kSuperMagic) return fail(EINVAL, "no syncdax superblock (bad magic)");
   if (crc_without(sb, offsetof(Superblock, checksum)) != sb.checksum)
     return fail(EUCLEAN, "superblock checksum mismatch");
-  if (sb.version != kVersion)
+  if (sb.version != kVersion && sb.version != kVersionNoRefcount)
     return fail(EINVAL, "unsupported on-media version " + std::to_string(sb.version));
   if (sb.block_size != kBlockSize) return fail(EUCLEAN, "superblock: unsupported block size");
   const uint64_t n = sb.total_blocks;
@@ -87,7 +91,12 @@ Status check_superblock(const Superblock& sb, uint64_t area_bytes) {
             sb.inode_count == sb.inode_blocks * kInodesPerBlock && sb.inode_count >= 16 &&
             sb.bitmap_start == sb.inode_start + sb.inode_blocks &&
             sb.bitmap_blocks * kBlockSize * 8 >= n &&
-            sb.data_start == sb.bitmap_start + sb.bitmap_blocks && sb.data_start < n &&
+            (sb.version == kVersionNoRefcount
+                 ? sb.refcount_start == 0 && sb.refcount_blocks == 0 && sb.data_start == sb.bitmap_start + sb.bitmap_blocks
+                 : sb.refcount_start == sb.bitmap_start + sb.bitmap_blocks &&
+                       sb.refcount_blocks * kRefsPerBlock >= n &&
+                       sb.data_start == sb.refcount_start + sb.refcount_blocks) &&
+            sb.data_start < n &&
             sb.data_blocks == n - sb.data_start && sb.root_ino == kRootIno;
   if (!sane) return fail(EUCLEAN, "superblock geometry is inconsistent with the device");
   return ok();

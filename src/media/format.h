@@ -14,7 +14,10 @@ namespace sdx::media {
 
 inline constexpr uint32_t kBlockSize = 4096;
 inline constexpr uint64_t kSuperMagic = 0x3130305346584453ull;  // "SDXFS001"
-inline constexpr uint32_t kVersion = 1;
+// Version 2 added the reference-count table (shared blocks). Version 1 images mount
+// with no table: everything works except sharing blocks (EOPNOTSUPP).
+inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersionNoRefcount = 1;
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr uint32_t kNameMax = 255;
 
@@ -31,7 +34,8 @@ struct Superblock {
   uint64_t root_ino;
   uint8_t uuid[16];
   int64_t mkfs_time_ns;
-  uint8_t reserved[60];
+  uint64_t refcount_start, refcount_blocks;  // version 2; both 0 in version 1
+  uint8_t reserved[44];
   uint32_t checksum;  // crc32c of the struct with this field zero
 };
 static_assert(sizeof(Superblock) == 192);
@@ -92,9 +96,17 @@ struct DiskDirent {
 static_assert(sizeof(DiskDirent) == 272);
 inline constexpr uint32_t kDirentsPerBlock = (kBlockSize - sizeof(BlockHeader)) / sizeof(DiskDirent);
 
+// The reference-count table: one RefCount per block of the area (like the bitmap, it
+// covers every block for simple arithmetic). 0 = the block has at most one owner (the
+// bitmap says whether it has one); n >= 2 = n extent references share it.
+using RefCount = uint32_t;
+inline constexpr uint32_t kRefsPerBlock = kBlockSize / sizeof(RefCount);
+
 struct Geometry {
   uint64_t total_blocks, journal_start, journal_blocks, inode_start, inode_blocks,
-      inode_count, bitmap_start, bitmap_blocks, data_start, data_blocks;
+      inode_count, bitmap_start, bitmap_blocks, refcount_start, refcount_blocks,
+      data_start, data_blocks;
+  bool has_refcounts() const { return refcount_blocks != 0; }
 };
 
 // Lay out a file-system area of `bytes`; EINVAL/ENOSPC if it is too small to be useful.
