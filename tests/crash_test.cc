@@ -32,6 +32,7 @@
 #include <set>
 #include <sstream>
 
+#include "crashtest/fence_capture.h"
 #include "test_util.h"
 
 namespace sdx {
@@ -512,13 +513,6 @@ Result<Reference> reference() {
   return Reference{s.free_blocks, s.free_inodes};
 }
 
-struct Capture {
-  device::SimDevice* sim = nullptr;
-  std::vector<uint64_t> points;  // sorted
-  std::vector<std::pair<uint64_t, device::CrashImage>> images;  // (fence k, image)
-  std::vector<std::string> kinds;
-};
-
 struct Variant {
   double p;
   bool torn;
@@ -526,17 +520,13 @@ struct Variant {
 };
 constexpr Variant kVariants[] = {{0.0, false, "p=0"}, {0.5, true, "p=0.5 torn"}, {1.0, false, "p=1"}};
 
-void take(Capture& c, uint64_t k) {
-  for (size_t v = 0; v < std::size(kVariants); ++v) {
-    c.images.emplace_back(k, c.sim->crash_image(kVariants[v].p, kVariants[v].torn, k * 7 + v));
-    c.kinds.push_back(kVariants[v].name);
-  }
+std::vector<crashtest::CrashVariant> variants() {
+  std::vector<crashtest::CrashVariant> v;
+  for (const Variant& x : kVariants) v.push_back({x.p, x.torn});
+  return v;
 }
 
-void hook(void* ctx, uint64_t fence_no) {
-  auto* c = static_cast<Capture*>(ctx);
-  if (std::binary_search(c->points.begin(), c->points.end(), fence_no)) take(*c, fence_no);
-}
+using Images = std::vector<crashtest::FenceCapture::Image>;
 
 struct RunResult {
   Model model;
@@ -544,19 +534,17 @@ struct RunResult {
   uint64_t end = 0;   // after unmount
 };
 
-// Format, mount, run the workload, unmount; with `cap`, capture images at its points
-// (a point past the last fence is taken after unmount).
-Result<RunResult> run_once(Capture* cap) {
+// Format, mount, run the workload, unmount; with `points`, capture images there into
+// `images` (a point past the last fence is taken after unmount).
+Result<RunResult> run_once(const std::vector<uint64_t>* points = nullptr, Images* images = nullptr) {
   RunResult rr;
   auto dev = test::formatted_sim(kDevSize);
   if (!dev) return fail(EIO, "formatted_sim failed");
   device::SimDevice* sim = dev.get();
   SDX_ASSIGN(auto fs, FileSystem::mount(std::move(dev), {.commit_interval_ms = 0}));
   rr.base = sim->fence_count();
-  if (cap) {
-    cap->sim = sim;
-    sim->set_fence_hook(&hook, cap);
-  }
+  std::optional<crashtest::FenceCapture> cap;
+  if (points) cap.emplace(*sim, *points, variants(), 0);
   {
     Workload w(*fs, *sim, rr.model);
     Status s = run_workload(w);
@@ -567,8 +555,8 @@ Result<RunResult> run_once(Capture* cap) {
   rr.end = sim->fence_count();
   rr.model.end_fence = rr.end;
   if (cap) {
-    if (std::binary_search(cap->points.begin(), cap->points.end(), rr.end + 1)) take(*cap, rr.end + 1);
-    sim->set_fence_hook(nullptr, nullptr);
+    if (std::binary_search(points->begin(), points->end(), rr.end + 1)) cap->take_now(rr.end + 1);
+    *images = std::move(cap->images());
   }
   return rr;
 }
@@ -663,7 +651,7 @@ class CrashTest : public testing::TestWithParam<int> {};
 
 TEST_P(CrashTest, EveryFencePointRecovers) {
   const int shard = GetParam();
-  SDX_ASSERT_OK_AND_ASSIGN(RunResult first, run_once(nullptr));
+  SDX_ASSERT_OK_AND_ASSIGN(RunResult first, run_once());
   ASSERT_GT(first.end, first.base + 50) << "the workload issues implausibly few fences";
   SDX_ASSERT_OK_AND_ASSIGN(Reference ref, reference());
   const uint64_t want = test::env_u64("SYNCDAX_CRASH_POINTS", 1000);
@@ -679,20 +667,20 @@ TEST_P(CrashTest, EveryFencePointRecovers) {
   std::vector<std::string> violations;
   size_t checked = 0;
   for (size_t i = 0; i < mine.size(); i += kBatch) {
-    Capture cap;
-    cap.points.assign(mine.begin() + i, mine.begin() + std::min(mine.size(), i + kBatch));
-    SDX_ASSERT_OK_AND_ASSIGN(RunResult rr, run_once(&cap));
+    const std::vector<uint64_t> batch(mine.begin() + i, mine.begin() + std::min(mine.size(), i + kBatch));
+    Images images;
+    SDX_ASSERT_OK_AND_ASSIGN(RunResult rr, run_once(&batch, &images));
     ASSERT_EQ(rr.end, first.end) << "the workload is not deterministic";
     ASSERT_EQ(rr.model.ns.size(), first.model.ns.size());
-    ASSERT_EQ(cap.images.size(), cap.points.size() * std::size(kVariants))
+    ASSERT_EQ(images.size(), batch.size() * std::size(kVariants))
         << "the fence hook did not fire at every chosen point";
-    for (size_t j = 0; j < cap.images.size(); ++j) {
-      auto& [k, img] = cap.images[j];
+    for (const auto& img : images) {
       std::vector<std::string> v;
-      check_image(rr.model, k, img, ref, v);
+      check_image(rr.model, img.fence, img.image, ref, v);
       ++checked;
       for (auto& s : v)
-        violations.push_back("crash at fence " + std::to_string(k) + " (" + cap.kinds[j] + "): " + s);
+        violations.push_back("crash at fence " + std::to_string(img.fence) + " (" + kVariants[img.variant].name +
+                             "): " + s);
     }
   }
   EXPECT_EQ(checked, mine.size() * std::size(kVariants));
@@ -715,23 +703,21 @@ class CrashOracle : public testing::Test {
     auto r = reference();
     ASSERT_TRUE(r.has_value()) << r.error().to_string();
     ref_ = *r;
-    auto first = run_once(nullptr);
+    auto first = run_once();
     ASSERT_TRUE(first.has_value()) << first.error().to_string();
     model_ = first->model;
   }
   // Images at fence k of a full run, one per variant.
   void capture(uint64_t k) {
-    Capture cap;
-    cap.points = {k};
-    auto rr = run_once(&cap);
+    const std::vector<uint64_t> points{k};
+    auto rr = run_once(&points, &images_);
     ASSERT_TRUE(rr.has_value()) << rr.error().to_string();
     model_ = rr->model;
-    images_ = std::move(cap.images);
     ASSERT_EQ(images_.size(), std::size(kVariants));
   }
   std::vector<std::string> check(const Model& m, size_t variant) {
     std::vector<std::string> v;
-    check_image(m, images_[variant].first, images_[variant].second, ref_, v);
+    check_image(m, images_[variant].fence, images_[variant].image, ref_, v);
     return v;
   }
   // Violations of the forged model that the honest model does not have.
@@ -746,7 +732,7 @@ class CrashOracle : public testing::Test {
   }
   Reference ref_;
   Model model_;
-  std::vector<std::pair<uint64_t, device::CrashImage>> images_;
+  Images images_;
 };
 
 TEST_F(CrashOracle, ClaimingAnUnsyncedWriteIsCaught) {

@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <array>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -516,6 +518,36 @@ TEST(Sim, WriteImageSavesOnlyDurableSide) {
   ASSERT_EQ(file.size(), kTotal);
   EXPECT_TRUE(all_equal(file, kLabelSize, 64, 0x0A));
   EXPECT_TRUE(all_equal(file, kLabelSize + 64, 64, 0));
+}
+
+// The image file is the durable side itself: a process killed with unflushed and
+// flushed-but-unfenced lines leaves only its fenced lines there (a power failure), which
+// is what `syncdax crashtest --kill` relies on.
+TEST(Sim, AKilledProcessLeavesItsDurableSideInTheImage) {
+  TempPath p("dev-simkill");
+  ASSERT_TRUE(create(Kind::kSim, p, kTotal).has_value());
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto d = open(p);
+    if (!d) ::_exit(3);
+    fill((*d)->bytes(), 0, 64, 0x0A);
+    (*d)->persist((*d)->bytes().data(), 64);
+    fill((*d)->bytes(), 64, 64, 0x0B);  // never flushed
+    fill((*d)->bytes(), 128, 64, 0x0C);
+    (*d)->flush((*d)->bytes().data() + 128, 64);  // flushed, not fenced
+    ::kill(::getpid(), SIGKILL);
+    ::_exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+  std::ifstream in(p.str(), std::ios::binary);
+  std::string file((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_EQ(file.size(), kTotal);
+  EXPECT_TRUE(all_equal(file, kLabelSize, 64, 0x0A));
+  EXPECT_TRUE(all_equal(file, kLabelSize + 64, 128, 0));
+  EXPECT_TRUE(open(p).has_value());  // the dead child's lock went with it
 }
 
 TEST(Sim, ConcurrentFlushAndFence) {

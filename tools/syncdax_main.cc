@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "cmd_crashtest.h"
 #include "cmd_faultbench.h"
 #include "cmd_files.h"
 #include "cmd_image.h"
@@ -38,6 +39,8 @@ const Command kCommands[] = {
      sdx::cli::setup_persistbench},
     {"logbench", "a durable append-only log: syncdax MAP_SYNC with growth, fdatasync, libpmem2",
      sdx::cli::setup_logbench},
+    {"crashtest", "randomized workloads crashed at every fence or killed; checks MAP_SYNC and fsck after recovery",
+     sdx::cli::setup_crashtest},
 };
 
 int report(const std::string& what, const std::string& message) {

@@ -107,12 +107,16 @@ Result<Map*> Dax::map(fs::Handle* h, uint64_t offset, size_t length, int prot, i
 }
 
 Status Dax::unmap(Map* m) {
+  // The kernel keeps an unmapped file's dirty pages for the next fsync or writeback;
+  // our dirty state lives in the mapping, so its lines are written back now (the next
+  // fence -- an fsync, a commit, unmount -- makes them durable).
+  Status flushed = m->priv ? ok() : flush_dirty(*m, 0, m->npages);
   registry_remove(m);
   ::munmap(m->base, m->reserved);
   ::munmap(m->pages, m->npages);
   Status st = vol_.close(m->handle);
   delete m;
-  return st;
+  return flushed ? st : flushed;
 }
 
 // Write back the dirty pages [first, last) of a shared mapping: write-protect them

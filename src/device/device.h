@@ -121,15 +121,16 @@ class SimDevice : public Device {
   // May be called from the fence hook.
   virtual CrashImage crash_image(double survive_prob, bool torn, uint64_t seed) const = 0;
   // Power failure in place: the CPU view becomes crash_image(...) and the device goes on.
-  // Writes nothing to an image file by itself; the durable side (== the crashed state)
-  // is what a later close writes back.
+  // With an image file, the durable side (== the crashed state) is that file.
   virtual void power_fail(double survive_prob, bool torn, uint64_t seed) = 0;
   // How many power_fail() calls this device has seen since it was opened.
   virtual uint64_t power_failures() const = 0;
   // Persist everything (used on clean close) -- after this durable == CPU view.
   virtual void flush_all() = 0;
-  // Write the durable side to the image file now (no-op in memory). Closing does
-  // flush_all() and then this, but cannot report an error.
+  // With an image file, the durable side *is* the file (a shared mapping of it): a
+  // process killed at any moment leaves its durable state there, as a power failure
+  // keeping no unflushed line would. write_image() forces it out of the page cache
+  // (no-op in memory); closing does flush_all() and then this, but cannot report an error.
   virtual Status write_image() = 0;
 
  protected:

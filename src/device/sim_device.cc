@@ -123,10 +123,14 @@ class SimDeviceImpl final : public SimDevice {
     pending_n_ = 0;
   }
 
+  // The durable side is a shared mapping of the image file, so the file already holds
+  // it; this only forces it out of the page cache.
   Status write_image() override {
     if (!image_) return ok();
     Guard g(*this);
-    return pwrite_all(image_.get(), durable_, size(), kLabelSize, path_);
+    if (::msync(durable_map_.data(), durable_map_.size(), MS_SYNC) != 0)
+      return fail(errno, path_ + ": msync of the sim image: " + std::strerror(errno));
+    return ok();
   }
 
   std::byte* cpu() const { return bytes_.data(); }
@@ -229,7 +233,11 @@ class SimDeviceImpl final : public SimDevice {
   UniqueFd memfd_;
   UniqueFd image_;  // the image file, locked; empty in memory
   Mapping cpu_map_;
-  Mapping aux_map_;  // durable side, pending lines and their snapshots
+  // The durable side: the image file itself (MAP_SHARED) when there is one, so that a
+  // process killed at any instruction leaves exactly its durable state in the file --
+  // a power failure with no unflushed line surviving. Anonymous memory otherwise.
+  Mapping durable_map_;
+  Mapping aux_map_;  // pending lines and their snapshots
   std::byte* durable_ = nullptr;
   uint64_t* pending_line_ = nullptr;
   std::byte* pending_data_ = nullptr;
@@ -260,14 +268,19 @@ std::unique_ptr<SimDeviceImpl> SimDeviceImpl::make(std::string path, size_t size
   d->cpu_map_ = Mapping(p, cpu_len);
 
   const size_t durable_len = round_up(size, kPageSize);
-  const size_t aux_len = durable_len + kPendingCap * sizeof(uint64_t) + kPendingCap * kLine;
+  p = image ? ::mmap(nullptr, durable_len, PROT_READ | PROT_WRITE, MAP_SHARED, image.get(), kLabelSize)
+            : ::mmap(nullptr, durable_len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return failed("mmap");
+  d->durable_map_ = Mapping(p, durable_len);
+  d->durable_ = d->durable_map_.data();
+  const size_t aux_len = kPendingCap * sizeof(uint64_t) + kPendingCap * kLine;
   p = ::mmap(nullptr, aux_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
              -1, 0);
   if (p == MAP_FAILED) return failed("mmap");
   d->aux_map_ = Mapping(p, aux_len);
-  d->durable_ = d->aux_map_.data();
-  d->pending_line_ = reinterpret_cast<uint64_t*>(d->durable_ + durable_len);
-  d->pending_data_ = d->durable_ + durable_len + kPendingCap * sizeof(uint64_t);
+  d->pending_line_ = reinterpret_cast<uint64_t*>(d->aux_map_.data());
+  d->pending_data_ = d->aux_map_.data() + kPendingCap * sizeof(uint64_t);
 
   encode_label({Kind::kSim, kLabelSize + size},
                std::span<std::byte, kLabelSize>(d->cpu_map_.data(), kLabelSize));
@@ -283,11 +296,9 @@ Result<std::unique_ptr<Device>> open_sim(UniqueFd fd, std::string path, const La
                                          const OpenOptions& opt) {
   std::string error;
   const size_t size = label.total_size - kLabelSize;
-  const int image_fd = fd.get();
   auto d = SimDeviceImpl::make(path, size, opt.seed, std::move(fd), &error);
   if (!d) return fail(ENOMEM, path + ": cannot set up the simulated device: " + error);
-  SDX_TRY(pread_all(image_fd, d->cpu(), size, kLabelSize, path));
-  std::memcpy(d->durable(), d->cpu(), size);
+  std::memcpy(d->cpu(), d->durable(), size);
   return std::unique_ptr<Device>(std::move(d));
 }
 
