@@ -45,6 +45,7 @@ std::optional<uint64_t> word_of(const Op& op, uint64_t w) {
     case OpKind::kStore:
     case OpKind::kPwrite:
     case OpKind::kCopy:
+    case OpKind::kClone:
       if (off >= op.off && off < op.off + op.len) return pattern_word(op.seed, off);
       return std::nullopt;
     case OpKind::kPunch:
@@ -65,6 +66,7 @@ void apply(const Op& op, std::vector<uint64_t>& words) {
     case OpKind::kStore:
     case OpKind::kPwrite:
     case OpKind::kCopy:
+    case OpKind::kClone:
       for (uint64_t w = op.off / 8; w < std::min(n, (op.off + op.len) / 8); ++w)
         words[w] = pattern_word(op.seed, w * 8);
       break;
@@ -79,7 +81,7 @@ void apply(const Op& op, std::vector<uint64_t>& words) {
 }
 
 bool writes_data(OpKind k) {
-  return k == OpKind::kCreate || k == OpKind::kStore || k == OpKind::kPwrite || k == OpKind::kCopy ||
+  return k == OpKind::kCreate || k == OpKind::kStore || k == OpKind::kPwrite || k == OpKind::kCopy || k == OpKind::kClone ||
          k == OpKind::kPunch || k == OpKind::kTruncate || k == OpKind::kFallocate;
 }
 

@@ -22,6 +22,8 @@ const char* op_name(OpKind k) {
     case OpKind::kTruncate: return "truncate";
     case OpKind::kRename: return "rename";
     case OpKind::kUnlink: return "unlink";
+    case OpKind::kClone: return "clone";
+    case OpKind::kDefrag: return "defrag";
     case OpKind::kCount: break;
   }
   return "?";
@@ -117,6 +119,14 @@ class Generator {
     auto [off, len] = range(0, kMaxFileSize, 4 * kPage);
     push({OpKind::kPunch, lane, id, 0, 0, off, len, 0, files_[id].size});
   }
+  // Page-aligned: a block range of the copy source into `id` at the same offsets.
+  void clone(uint16_t lane, uint32_t id) {
+    const uint64_t first = rng_.below(kMaxFileSize / kPage);
+    const uint64_t pages = rng_.between(1, std::min<uint64_t>(4, kMaxFileSize / kPage - first));
+    F& f = files_[id];
+    f.size = std::max(f.size, (first + pages) * kPage);
+    push({OpKind::kClone, lane, id, source_, 0, first * kPage, pages * kPage, files_[source_].seed, f.size});
+  }
   void truncate(uint16_t lane, uint32_t id) {
     const uint64_t len = 8 * rng_.below(kMaxFileSize / 8 + 1);
     files_[id].size = len;
@@ -152,8 +162,12 @@ class Generator {
       push({OpKind::kFallocate, 0, id, mode, 0, off, len, 0, f.size});
     } else if (k < 74) {
       punch(0, id);
-    } else if (k < 82) {
+    } else if (k < 80) {
       truncate(0, id);
+    } else if (k < 83) {
+      // The file both lanes store into, or one of lane 0's own.
+      const uint32_t which = rng_.chance(50) ? shared_ : id;
+      push({OpKind::kDefrag, 0, which, 0, 0, 0, 0, 0, files_[which].size});
     } else if (k < 92) {
       // Over another of lane 0's files half the time: that file is deleted by it.
       uint32_t over = kNoFile;
@@ -174,9 +188,11 @@ class Generator {
     const uint64_t k = rng_.below(100);
     if (k < 45) shared_store(1);
     else if (k < 75) store(1, lane1_, 0, f.size);
-    else if (k < 85) pwrite(1, lane1_);
-    else if (k < 93) punch(1, lane1_);
-    else truncate(1, lane1_);
+    else if (k < 80) pwrite(1, lane1_);
+    else if (k < 86) punch(1, lane1_);
+    else if (k < 91) truncate(1, lane1_);
+    else if (k < 97) clone(1, lane1_);  // its stores then copy on write
+    else push({OpKind::kDefrag, 1, lane1_, 0, 0, 0, 0, 0, f.size});
   }
 
   void copier() {
@@ -387,6 +403,14 @@ class Executor {
         SDX_TRY(f.file.close());
         SDX_TRY(fs_.unlink(f.name));
         return fs_.sync();
+      case OpKind::kClone:
+        SDX_TRY(f.file.clone_range(files_[op.aux].file, op.off, op.off, op.len));
+        return f.file.fdatasync();
+      case OpKind::kDefrag: {
+        auto d = f.file.defragment();
+        if (!d) return std::unexpected(d.error());
+        return ok();
+      }
       case OpKind::kCount: break;
     }
     return fail(EINVAL, "unknown operation");

@@ -35,9 +35,8 @@ inline bool decode_word(uint64_t w, uint64_t& seed, uint64_t& off) {
 }
 
 // What one row of the table does; the executor's switch and the oracle's model are the
-// only places that interpret them. New layout-changing operations (reflink, clone range,
-// dedupe, defragment) are new kinds here, a case in each of those two places, and a
-// weight in the generator.
+// only places that interpret them. A new layout-changing operation is a new kind here,
+// a case in each of those two places, and a weight in the generator.
 enum class OpKind : uint8_t {
   kCreate,    // open O_CREAT|O_EXCL, size it (ftruncate: holes; or fallocate), fsync, map it
   kStore,     // store through the mapping, persist (or, with --no-sync, flush+drain only)
@@ -48,6 +47,9 @@ enum class OpKind : uint8_t {
   kTruncate,  // ftruncate to `len` + fdatasync
   kRename,    // rename to `aux`'s name (replacing it) or a new name; fsync the file
   kUnlink,    // unmap, close and unlink; sync
+  kClone,     // clone_range from the copy source (`aux`) at the same offsets + fdatasync:
+              // the words a kCopy of that range gives, in blocks shared with the source
+  kDefrag,    // defragment (commits): changes no byte
   kCount
 };
 const char* op_name(OpKind k);
@@ -58,7 +60,7 @@ struct Op {
   OpKind kind;
   uint16_t lane;      // the thread that runs it
   uint32_t file;      // file id: created as "/f<id>"
-  uint32_t aux = 0;   // kFallocate: mode; kRename: replaced file id or kNoFile; kCopy: source id
+  uint32_t aux = 0;   // kFallocate: mode; kRename: replaced file id or kNoFile; kCopy, kClone: source id
   uint32_t name = 0;  // kRename: the new name's number when nothing is replaced
   uint64_t off = 0, len = 0;
   uint64_t seed = 0;       // the pattern it writes (kCopy: the source's)
