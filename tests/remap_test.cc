@@ -539,7 +539,7 @@ void on_fence(void* ctx, uint64_t fence) {
 }
 
 #if defined(__SANITIZE_THREAD__)
-constexpr uint64_t kRounds = 2, kStride = 3;
+constexpr uint64_t kRounds = 2, kStride = 2;
 #else
 constexpr uint64_t kRounds = 4, kStride = 1;
 #endif
@@ -682,7 +682,7 @@ Oracle run_stress(bool sync) {
               sync ? "MAP_SYNC" : "MAP_SHARED, no msync", (unsigned long long)ww.stores, (unsigned long long)wc.stores,
               (unsigned long long)o.fences, (unsigned long long)o.checked, (unsigned long long)o.torn_checked,
               o.violations.size());
-  EXPECT_GT(o.checked, 20u);
+  EXPECT_GT(o.checked, 20u);  // about 100 in a plain build, 30 under TSan
   EXPECT_GT(ww.stores + wc.stores, 100u);
   if (sync) {
     // And without a crash: every slot holds exactly its last acknowledged record.
