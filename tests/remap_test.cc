@@ -625,8 +625,8 @@ Oracle run_stress(bool sync) {
       }
       w.stores += kBatch;
       // SYNCDAX_REMAP_FSYNC=1: and an fsync now and then, racing with the layout
-      // changes. Off by default: with it, about one run in seven finds an acknowledged
-      // record lost (an open bug, see the README's Limitations).
+      // changes. Off by default: with it, runs on a busy machine now and then find an
+      // acknowledged record lost (an open bug, see the README's Limitations).
       if (fsync_every && w.stores % fsync_every == 0)
         if (auto st = f->fsync(); !st) return error(st.error().to_string());
     }
