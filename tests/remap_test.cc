@@ -476,8 +476,12 @@ struct Oracle {
 
 // The record of every slot of `w`'s file in a recovered file system: at or after the
 // acknowledged one (snapshot taken before the image).
+// `live`, if given, is the device under test: a violation then also says which block
+// the image maps the slot to and what the live CPU view holds there (a missed flush
+// shows the acknowledged record there; a store into a block the file no longer maps
+// does not).
 void check_slots(FileSystem& fs, const Writer& w, const std::vector<uint64_t>& snap, uint64_t fence,
-                 std::vector<std::string>& out) {
+                 std::vector<std::string>& out, const device::Device* live = nullptr) {
   auto f = fs.open(w.path, O_RDONLY);
   if (!f) {
     out.push_back("fence " + std::to_string(fence) + ": " + w.path + ": " + f.error().to_string());
@@ -496,6 +500,15 @@ void check_slots(FileSystem& fs, const Writer& w, const std::vector<uint64_t>& s
       out.push_back("fence " + std::to_string(fence) + ": " + w.path + " slot " + std::to_string(s) +
                     ": acknowledged record " + std::to_string(snap[s]) + " lost (found seq " +
                     std::to_string(r.seq) + ")");
+      auto ext = f->extents();
+      for (const ExtentInfo& e : ext ? *ext : std::vector<ExtentInfo>{})
+        if (live && e.offset <= s * 64 && s * 64 < e.offset + e.length) {
+          const uint64_t at = e.dev_offset + (s * 64 - e.offset);
+          Record now;
+          std::memcpy(&now, live->bytes().data() + at, 64);
+          out.back() += "; the image maps it to block " + std::to_string(at / kB) +
+                        ", where the live CPU view holds seq " + std::to_string(now.seq);
+        }
       return;
     }
   }
@@ -516,7 +529,7 @@ void check_image(Oracle& o, uint64_t fence, const device::CrashImage& img,
     return;
   }
   if (data)
-    for (int i = 0; i < 2; ++i) check_slots(**fs, *o.writers[i], snaps[i], fence, o.violations);
+    for (int i = 0; i < 2; ++i) check_slots(**fs, *o.writers[i], snaps[i], fence, o.violations, o.dev);
 }
 
 void on_fence(void* ctx, uint64_t fence) {
