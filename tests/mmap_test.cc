@@ -25,20 +25,9 @@ namespace {
 
 using test::cbytes;
 constexpr uint64_t kB = 4096;
-constexpr uint64_t kDev = 64ull << 20;
 
-class MmapTest : public ::testing::Test {
+class MmapTest : public test::SimFsTest {
  protected:
-  void SetUp() override { mount(test::formatted_sim(kDev)); }
-  void mount(std::unique_ptr<device::SimDevice> dev) {
-    ASSERT_NE(dev, nullptr);
-    SDX_ASSERT_OK_AND_ASSIGN(fs_, FileSystem::mount(std::move(dev), {.commit_interval_ms = 0}));
-  }
-  File create(const char* path) {
-    auto f = fs_->open(path, O_CREAT | O_RDWR);
-    EXPECT_TRUE(f) << test::describe(f);
-    return f ? std::move(*f) : File();
-  }
   // A power failure now keeping only durable lines, then recovery: what survives.
   std::unique_ptr<FileSystem> crashed() {
     auto img = test::durable_image(*fs_);
@@ -50,8 +39,6 @@ class MmapTest : public ::testing::Test {
   }
   uint64_t count(FaultKind k) { return fs_->fault_stats()[k].count; }
   uint64_t commits() { return fs_->volume().journal().stats().commits; }
-
-  std::unique_ptr<FileSystem> fs_;
 };
 
 void fill(std::byte* p, uint64_t seed, uint64_t off, size_t len) {

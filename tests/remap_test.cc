@@ -24,21 +24,10 @@ namespace {
 
 using test::cbytes;
 constexpr uint64_t kB = 4096;
-constexpr uint64_t kDev = 64ull << 20;
 constexpr int kSync = MAP_SHARED_VALIDATE | MAP_SYNC;
 
-class RemapTest : public ::testing::Test {
+class RemapTest : public test::SimFsTest {
  protected:
-  void SetUp() override { mount(test::formatted_sim(kDev)); }
-  void mount(std::unique_ptr<device::SimDevice> dev) {
-    ASSERT_NE(dev, nullptr);
-    SDX_ASSERT_OK_AND_ASSIGN(fs_, FileSystem::mount(std::move(dev), {.commit_interval_ms = 0}));
-  }
-  File create(const char* path) {
-    auto f = fs_->open(path, O_CREAT | O_RDWR);
-    EXPECT_TRUE(f) << test::describe(f);
-    return f ? std::move(*f) : File();
-  }
   File written(const char* path, uint64_t seed, uint64_t len) {
     File f = create(path);
     EXPECT_TRUE(test::write_all(f, cbytes(test::pattern(seed, 0, len)), 0));
@@ -77,8 +66,6 @@ class RemapTest : public ::testing::Test {
     auto rep = FileSystem::fsck(*dev);
     EXPECT_TRUE(rep.clean()) << (rep.problems.empty() ? "unusable" : rep.problems[0]);
   }
-
-  std::unique_ptr<FileSystem> fs_;
 };
 
 // ---- reflink ----

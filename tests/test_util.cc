@@ -124,6 +124,17 @@ Result<Tree> snapshot(FileSystem& fs, bool with_data) {
   return tree;
 }
 
+void SimFsTest::mount(std::unique_ptr<device::SimDevice> dev) {
+  ASSERT_NE(dev, nullptr);
+  SDX_ASSERT_OK_AND_ASSIGN(fs_, FileSystem::mount(std::move(dev), {.commit_interval_ms = 0}));
+}
+
+File SimFsTest::create(const char* path) {
+  auto f = fs_->open(path, O_CREAT | O_RDWR);
+  EXPECT_TRUE(f) << describe(f);
+  return f ? std::move(*f) : File();
+}
+
 BusTrap& bus_trap() {
   thread_local BusTrap t;
   return t;

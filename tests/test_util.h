@@ -87,6 +87,19 @@ Result<Tree> snapshot(FileSystem& fs, bool with_data = true);
 // Readdir without "." and "..".
 Result<std::vector<DirEntry>> list_dir(FileSystem& fs, std::string_view path);
 
+// A file system mounted (committer off) on a fresh in-memory sim device of kSimFsBytes.
+inline constexpr uint64_t kSimFsBytes = 64ull << 20;
+class SimFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { mount(formatted_sim(kSimFsBytes)); }
+  // Replace fs_ by a mount of `dev`.
+  void mount(std::unique_ptr<device::SimDevice> dev);
+  // Create (or open) `path` read-write.
+  File create(const char* path);
+
+  std::unique_ptr<FileSystem> fs_;
+};
+
 // ---- SIGBUS ----
 
 // Set by sigbus_trap's handler; one per thread, as the signal goes to the faulting one.

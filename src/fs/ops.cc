@@ -23,7 +23,6 @@ using media::kBlockSize;
 
 namespace {
 
-constexpr uint64_t kMaxFileSize = uint64_t{1} << 52;  // 4 PiB: block numbers stay far from overflow
 
 Stat make_stat(const Inode& ino) {
   Stat s;

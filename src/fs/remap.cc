@@ -20,7 +20,6 @@ using media::kBlockSize;
 
 namespace {
 
-constexpr uint64_t kMaxFileSize = uint64_t{1} << 52;
 // Blocks remapped per transaction: a clone's reference-count records stay far below
 // the smallest journal's transaction limit.
 constexpr uint64_t kRemapChunk = 1024;

@@ -29,6 +29,7 @@ namespace sdx::device { class Device; }
 namespace sdx::fs {
 
 inline constexpr uint64_t kBlock = media::kBlockSize;
+inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 52;  // 4 PiB: block numbers stay far from overflow
 
 struct Extent {
   uint64_t file_block = 0;
