@@ -121,15 +121,26 @@ Status Dax::unmap(Map* m) {
 
 // Write back the dirty pages [first, last) of a shared mapping: write-protect them
 // first, so a store racing with us faults and dirties the page again rather than
-// being missed, then flush their lines through the device's own view.
+// being missed, then flush their lines through the device's own view. The dirty bits
+// are read again under the window's lock: a page a move dropped meanwhile must stay
+// inaccessible, not become readable anonymous zeros.
 Status Dax::flush_dirty(Map& m, size_t first, size_t last) {
+  auto dirty = [&](size_t k) { return (m.pages[k].load(std::memory_order_relaxed) & kDirty) != 0; };
   size_t i = first;
   while (i < last) {
-    if (!(m.pages[i].load(std::memory_order_relaxed) & kDirty)) { ++i; continue; }
-    size_t j = i + 1;
-    while (j < last && (m.pages[j].load(std::memory_order_relaxed) & kDirty)) ++j;
-    if (::mprotect(m.base + i * kPage, (j - i) * kPage, PROT_READ) != 0) return fail_errno("msync: mprotect");
-    for (size_t k = i; k < j; ++k) m.pages[k].fetch_and(static_cast<uint8_t>(~(kWritable | kDirty)));
+    if (!dirty(i)) { ++i; continue; }
+    size_t j = i;
+    {
+      Lock window(m.window_lock(i));
+      const size_t wend = m.window_end(i, last);
+      while (j < wend && dirty(j)) ++j;
+      if (j > i && ::mprotect(m.base + i * kPage, (j - i) * kPage, PROT_READ) != 0)
+        return fail_errno("msync: mprotect");
+      for (size_t k = i; k < j; ++k) m.pages[k].fetch_and(static_cast<uint8_t>(~(kWritable | kDirty)));
+    }
+    if (j == i) { ++i; continue; }
+    // Without the window's lock: flush_range takes the inode's io lock, which faults
+    // take before the window's.
     SDX_TRY(flush_range(m, m.offset + i * kPage, (j - i) * kPage));
     i = j;
   }

@@ -6,10 +6,12 @@
 // heap memory or take a lock that is not syncdax's own.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 
+#include "common/lock.h"
 #include "syncdax/syncdax.hpp"
 
 namespace sdx::fs { class Volume; class Handle; struct Inode; enum class LayoutChange; }
@@ -17,6 +19,9 @@ namespace sdx::fs { class Volume; class Handle; struct Inode; enum class LayoutC
 namespace sdx::dax {
 
 inline constexpr size_t kPage = 4096;
+// Faults install at most this much at once: neighbours of the faulting page do not
+// fault, and the populate stays short. Aligned in the file, like a PMD fault.
+inline constexpr uint64_t kFaultWindow = 2ull << 20;
 
 // What is installed at one page of a mapping: one byte per page is all the memory
 // syncdax keeps per mapped page.
@@ -44,6 +49,22 @@ struct Map {
   bool priv = false;             // MAP_PRIVATE
   std::atomic<uint8_t>* pages = nullptr;  // PageState per page
   size_t npages = 0;
+
+  // Changing what is mapped at a page and recording it in `pages` is one step for
+  // every other thread that installs, drops or write-protects the page. Without it a
+  // fault undoing a stale install could zero the state of a page another fault had
+  // just mapped writable, and a later move would leave that page pointing at the
+  // block it moved away from. One lock per fault window, striped, so faults on
+  // different windows stay parallel.
+  static constexpr size_t kWindowLocks = 16;
+  Mutex window_mu[kWindowLocks];
+  uint64_t window_of(size_t page) const { return (offset + page * kPage) / kFaultWindow; }
+  Mutex& window_lock(size_t page) { return window_mu[window_of(page) % kWindowLocks]; }
+  // The first page after `page` that lies in the next window (or `last`).
+  size_t window_end(size_t page, size_t last) const {
+    const uint64_t end = (window_of(page) + 1) * kFaultWindow - offset;
+    return std::min<size_t>(last, end / kPage);
+  }
 };
 
 class Dax {

@@ -17,10 +17,6 @@
 namespace sdx::dax {
 namespace {
 
-// Faults install at most this much at once: neighbours of the faulting page do not
-// fault, and the populate stays short. Aligned in the file, like a PMD fault.
-constexpr uint64_t kWindow = 2ull << 20;
-
 // Installs go straight to the system call. What orders an install before another
 // thread's store to the page is the page table, which a sanitizer's mmap interceptor
 // would misread as a racing write to the whole range.
@@ -71,8 +67,8 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write, bool count) {
   // A store prepares the whole window at once, as the kernel's PMD fault asks the file
   // system for 2 MiB: one allocation, one zeroing, one commit, one install. Every
   // fault installs at most its window (of the mapping).
-  const uint64_t win = foff / kWindow * kWindow;
-  const uint64_t prep_lo = std::max(win, m.offset), prep_hi = std::min(win + kWindow, m.offset + m.reserved);
+  const uint64_t win = foff / kFaultWindow * kFaultWindow;
+  const uint64_t prep_lo = std::max(win, m.offset), prep_hi = std::min(win + kFaultWindow, m.offset + m.reserved);
   for (;;) {
     ReadLock io(ino.io);
     // Past EOF first: preparing the window must not allocate for a fault that fails.
@@ -115,6 +111,7 @@ Dax::Outcome Dax::fault(Map& m, uintptr_t addr, bool write, bool count) {
     }
     void* at = m.base + (lo - m.offset);
     const size_t len = hi - lo, first = (lo - m.offset) / kPage, last = (hi - m.offset) / kPage;
+    Lock window(m.window_lock(first));  // [first, last) lies in one window
     bool ok;
     if (block) {
       const int prot = rw ? (PROT_READ | PROT_WRITE) : PROT_READ;
@@ -215,20 +212,24 @@ void Dax::drop(Map& m, size_t first, size_t last, fs::LayoutChange how) {
     }
     return true;
   };
-  size_t i = first;
-  while (i < last) {
-    if (!wrong(i)) { ++i; continue; }
-    size_t j = i + 1;
-    while (j < last && wrong(j)) ++j;
-    if (how == kShared) {
-      // The block stays; a store must fault and copy it. fs flushes what was stored.
-      ::mprotect(m.base + i * kPage, (j - i) * kPage, PROT_READ);
-      for (size_t k = i; k < j; ++k) m.pages[k].fetch_and(static_cast<uint8_t>(~(kWritable | kDirty)));
-    } else {
-      install_none(m.base + i * kPage, (j - i) * kPage);
-      for (size_t k = i; k < j; ++k) m.pages[k].store(0, std::memory_order_relaxed);
+  for (size_t w = first; w < last;) {
+    const size_t wend = m.window_end(w, last);
+    Lock window(m.window_lock(w));
+    for (size_t i = w; i < wend;) {
+      if (!wrong(i)) { ++i; continue; }
+      size_t j = i + 1;
+      while (j < wend && wrong(j)) ++j;
+      if (how == kShared) {
+        // The block stays; a store must fault and copy it. fs flushes what was stored.
+        ::mprotect(m.base + i * kPage, (j - i) * kPage, PROT_READ);
+        for (size_t k = i; k < j; ++k) m.pages[k].fetch_and(static_cast<uint8_t>(~(kWritable | kDirty)));
+      } else {
+        install_none(m.base + i * kPage, (j - i) * kPage);
+        for (size_t k = i; k < j; ++k) m.pages[k].store(0, std::memory_order_relaxed);
+      }
+      i = j;
     }
-    i = j;
+    w = wend;
   }
 }
 

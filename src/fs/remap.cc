@@ -354,14 +354,20 @@ Status Volume::move_chunk(Inode& ino, uint64_t fb, uint64_t n, uint64_t target, 
     layout_changed(ino, fb, fb + n, LayoutChange::kMoved);
   }
   if (pieces.empty()) return ok();
-  // 2: the bytes, including what non-synchronous mappings stored and nobody flushed
-  // yet, are written back into their new place and made durable before the
-  // transaction that maps it can commit.
+  // 2: write back the range where it is, then copy it. Until the remap commits, the
+  // durable metadata maps the old blocks, but a synchronous writer's persist already
+  // flushes the new ones (it looks the block up in memory): a store that reached an
+  // old block before the move, still in the CPU cache, must be durable there too, or
+  // a crash before the commit loses a store its writer acknowledged. The copy carries
+  // every store, flushed or not (also what non-synchronous mappings stored), into the
+  // new place, durable before the transaction that maps it can commit.
   std::byte* base = dev_->bytes().data();
-  for (const Piece& p : pieces)
-    if (!p.unwritten)
-      dev_->copy_nodrain(base + (target + p.file_block - fb) * kBlockSize, base + p.dev_block * kBlockSize,
-                         p.len * kBlockSize);
+  for (const Piece& p : pieces) {
+    if (p.unwritten) continue;
+    dev_->flush(base + p.dev_block * kBlockSize, p.len * kBlockSize);
+    dev_->copy_nodrain(base + (target + p.file_block - fb) * kBlockSize, base + p.dev_block * kBlockSize,
+                       p.len * kBlockSize);
+  }
   dev_->fence();
   // 4: remap in one transaction; the old blocks are reusable once it is durable.
   Lock l(mu_);
