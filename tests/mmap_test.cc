@@ -10,7 +10,6 @@
 #include <atomic>
 #include <barrier>
 #include <cstring>
-#include <fstream>
 #include <optional>
 #include <thread>
 
@@ -440,17 +439,6 @@ TEST_F(MmapTest, PwriteFromAndPreadIntoAMappingOfTheSameFile) {
 
 // ---- scale ----
 
-size_t vmas_in(const void* base, size_t len) {
-  std::ifstream maps("/proc/self/maps");
-  const auto lo = reinterpret_cast<uintptr_t>(base), hi = lo + len;
-  size_t n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    uintptr_t a = 0, b = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx", &a, &b) == 2 && a < hi && lo < b) ++n;
-  }
-  return n;
-}
-
 // Filling a sparse file page by page through one synchronous mapping: kernel memory
 // areas stay bounded by extents, not pages.
 TEST_F(MmapTest, KernelMappingsStayBoundedByExtents) {
@@ -461,7 +449,7 @@ TEST_F(MmapTest, KernelMappingsStayBoundedByExtents) {
   for (size_t off = 0; off < kLen; off += kB) m.data()[off] = std::byte{1};
   SDX_ASSERT_OK_AND_ASSIGN(Stat st, f.stat());
   EXPECT_EQ(st.blocks, kLen / kB);
-  EXPECT_LE(vmas_in(m.data(), kLen), st.extents + 2) << st.extents << " extents";
+  EXPECT_LE(test::vmas_in(m.data(), kLen), st.extents + 2) << st.extents << " extents";
 }
 
 // ---- a power failure at every fence ----

@@ -343,12 +343,18 @@ TEST_F(RemapTest, DefragmentJoinsAMappedFileAndItsStoresGoOn) {
   SDX_ASSERT_OK_AND_ASSIGN(Stat before, f.stat());
   ASSERT_GE(before.extents, kBlocks / 2);
   SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kBlocks * kB, PROT_READ | PROT_WRITE, kSync));
-  for (uint64_t i = 0; i < kBlocks; i += 7) m.data()[i * kB] = std::byte{0x5a};  // writable before
+  uint64_t sum = 0;
+  for (uint64_t i = 0; i < kBlocks; ++i) sum += static_cast<uint64_t>(m.data()[i * kB]);  // all mapped
+  for (uint64_t i = 0; i < kBlocks; i += 7) m.data()[i * kB] = std::byte{0x5a};
   SDX_ASSERT_OK(m.persist(m.data(), kBlocks * kB));
+  const size_t vmas_before = test::vmas_in(m.data(), kBlocks * kB);
+  EXPECT_GE(vmas_before, kBlocks / 2) << "one kernel memory area per fragment";
   SDX_ASSERT_OK_AND_ASSIGN(DefragStats ds, f.defragment());
   EXPECT_EQ(ds.extents_before, before.extents);
   EXPECT_LE(ds.extents_after, 2u);
   EXPECT_GE(ds.blocks_moved, kBlocks - kBlocks / 8);
+  // The mapping follows: as many kernel memory areas as extents now.
+  EXPECT_LE(test::vmas_in(m.data(), kBlocks * kB), ds.extents_after + 2) << sum;
   // The same mapping, after the move: reads and stores reach the new blocks, and the
   // defragmenter mapped them again itself, so the stores take no fault.
   const uint64_t faults = fs_->fault_stats().total();

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 
 namespace sdx::test {
@@ -145,6 +146,17 @@ void on_bus(int, siginfo_t* si, void*) {
   t.addr = si->si_addr;
   t.code = si->si_code;
   siglongjmp(t.jump, 1);
+}
+
+size_t vmas_in(const void* base, size_t len) {
+  std::ifstream maps("/proc/self/maps");
+  const auto lo = reinterpret_cast<uintptr_t>(base), hi = lo + len;
+  size_t n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t a = 0, b = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &a, &b) == 2 && a < hi && lo < b) ++n;
+  }
+  return n;
 }
 
 }  // namespace sdx::test

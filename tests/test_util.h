@@ -72,6 +72,10 @@ std::unique_ptr<device::SimDevice> formatted_sim(uint64_t size, const MkfsOption
 // The durable contents of the (sim) device of an unmounted FileSystem.
 device::CrashImage durable_image(FileSystem& fs);
 
+// How many of the process's kernel memory areas (/proc/self/maps lines) touch
+// [base, base+len): what a mapping costs the kernel.
+size_t vmas_in(const void* base, size_t len);
+
 // Everything visible in a mounted file system, for comparisons across remounts.
 struct Node {
   bool is_dir = false;
