@@ -595,9 +595,9 @@ void on_fence(void* ctx, uint64_t fence) {
 }
 
 #if defined(__SANITIZE_THREAD__)
-constexpr uint64_t kRounds = 2, kStride = 2;
+constexpr uint64_t kRounds = 2, kStride = 2, kFsyncEvery = 512;
 #else
-constexpr uint64_t kRounds = 4, kStride = 1;
+constexpr uint64_t kRounds = 4, kStride = 1, kFsyncEvery = 4096;
 #endif
 
 // With sync false the writers map MAP_SHARED and only flush and drain, which makes
@@ -649,7 +649,7 @@ Oracle run_stress(bool sync) {
 
   // Writers also fsync now and then: its write-back write-protects their pages while
   // the layout thread moves them (SYNCDAX_REMAP_FSYNC=0 leaves it out).
-  const uint64_t fsync_every = test::env_u64("SYNCDAX_REMAP_FSYNC", 1) ? 4096 : 0;
+  const uint64_t fsync_every = test::env_u64("SYNCDAX_REMAP_FSYNC", 1) ? kFsyncEvery : 0;
   auto writer = [&](Writer& w) {
     auto f = fs->open(w.path, O_RDWR);
     if (!f) return error(f.error().to_string());

@@ -22,6 +22,22 @@ constexpr size_t kWord = 8;
 // real caches may also do at any time.
 constexpr size_t kPendingCap = 65536;
 
+#if defined(__SANITIZE_THREAD__)
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+#endif
+
+// A crash image may be taken while other threads write the CPU view (a copy-on-write
+// fault copying a block, say): a power failure can come in the middle of a store, and
+// an unflushed line may then be any mix of old and new, which every crash checker
+// allows. So these reads race by design; ThreadSanitizer is told so, and only for them.
+struct RacyCpuReads {
+#if defined(__SANITIZE_THREAD__)
+  RacyCpuReads() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
+  ~RacyCpuReads() { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
+#endif
+};
+
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -89,6 +105,7 @@ class SimDeviceImpl final : public SimDevice {
 
   CrashImage crash_image(double survive_prob, bool torn, uint64_t seed) const override {
     Guard g(*this);
+    [[maybe_unused]] RacyCpuReads racy;
     CrashImage img;
     img.bytes.assign(reinterpret_cast<const char*>(durable_), size());
     for_each_unflushed_line(survive_prob, torn, seed, [&](size_t off, size_t len, unsigned keep) {
