@@ -481,8 +481,8 @@ TEST_F(RemapTest, AStoreBeforeAMoveIsDurableInTheOldBlockWhenTheMoveCommits) {
 // ---- everything at once ----
 //
 // Two threads store 64-byte records through synchronous mappings, each acknowledged
-// after persist: one into file W, one into C (a clone of W, so its stores copy on
-// write). Meanwhile a third thread changes the layout of both under them: defragments,
+// after persist, and fsync now and then: one into file W, one into C (a clone of W, so
+// its stores copy on write). Meanwhile a third thread changes the layout of both under them: defragments,
 // punches and refills, truncates, clones W into a new D, clones over C's scratch range
 // and breaks those shares, dedupes. At every fence of that thread a power failure is
 // simulated (only durable lines) and checked on the spot: fsck clean, and every slot
