@@ -53,6 +53,20 @@ class RemapTest : public test::SimFsTest {
       for (const ExtentInfo& e : *ext) n += e.shared ? e.length : 0;
     return n;
   }
+  // A file of `blocks` blocks of pattern 1, one extent each: appended 4 KiB at a time in
+  // turn with a filler, which is then deleted and leaves the free space as fragmented.
+  File fragmented(const char* path, uint64_t blocks) {
+    File f = create(path);
+    File filler = create("/filler");
+    for (uint64_t i = 0; i < blocks; ++i) {
+      EXPECT_TRUE(test::write_all(f, cbytes(test::pattern(1, i * kB, kB)), i * kB));
+      EXPECT_TRUE(test::write_all(filler, cbytes(test::pattern(2, i * kB, kB)), i * kB));
+    }
+    EXPECT_TRUE(filler.close());
+    EXPECT_TRUE(fs_->unlink("/filler"));
+    EXPECT_TRUE(fs_->sync());
+    return f;
+  }
   // A power failure keeping only durable lines, recovery, fsck: what survives.
   std::unique_ptr<FileSystem> crashed() {
     auto dev = device::make_sim(test::durable_image(*fs_));
@@ -324,22 +338,10 @@ TEST_F(RemapTest, FsckCatchesAWrongReferenceCount) {
 
 // ---- defragmentation ----
 
-// Append 4 KiB at a time to `a` and `b` in turn: each ends up with one extent per block.
-void interleave(File& a, File& b, uint64_t blocks, uint64_t seed) {
-  for (uint64_t i = 0; i < blocks; ++i) {
-    ASSERT_TRUE(test::write_all(a, cbytes(test::pattern(seed, i * kB, kB)), i * kB));
-    ASSERT_TRUE(test::write_all(b, cbytes(test::pattern(seed + 1, i * kB, kB)), i * kB));
-  }
-}
 
 TEST_F(RemapTest, DefragmentJoinsAMappedFileAndItsStoresGoOn) {
   constexpr uint64_t kBlocks = 256;
-  File f = create("/f");
-  File g = create("/g");
-  interleave(f, g, kBlocks, 1);
-  SDX_ASSERT_OK(g.close());
-  SDX_ASSERT_OK(fs_->unlink("/g"));  // leaves the free space as fragmented as f
-  SDX_ASSERT_OK(fs_->sync());
+  File f = fragmented("/f", kBlocks);
   SDX_ASSERT_OK_AND_ASSIGN(Stat before, f.stat());
   ASSERT_GE(before.extents, kBlocks / 2);
   SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, kBlocks * kB, PROT_READ | PROT_WRITE, kSync));
@@ -391,12 +393,7 @@ struct MidMove {
 };
 
 TEST_F(RemapTest, AStoreToABlockBeingMovedWaitsForTheMove) {
-  File f = create("/f");
-  File g = create("/g");
-  interleave(f, g, 16, 1);
-  SDX_ASSERT_OK(g.close());
-  SDX_ASSERT_OK(fs_->unlink("/g"));
-  SDX_ASSERT_OK(fs_->sync());
+  File f = fragmented("/f", 16);
   SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 16 * kB, PROT_READ | PROT_WRITE, kSync));
   m.data()[5 * kB] = std::byte{1};  // every page writable: no fault stands in the way
   SDX_ASSERT_OK(m.persist(m.data(), 16 * kB));
@@ -444,12 +441,7 @@ struct AtCommit {
 };
 
 TEST_F(RemapTest, AStoreBeforeAMoveIsDurableInTheOldBlockWhenTheMoveCommits) {
-  File f = create("/f");
-  File g = create("/g");
-  interleave(f, g, 16, 1);
-  SDX_ASSERT_OK(g.close());
-  SDX_ASSERT_OK(fs_->unlink("/g"));
-  SDX_ASSERT_OK(fs_->sync());
+  File f = fragmented("/f", 16);
   SDX_ASSERT_OK_AND_ASSIGN(Stat before, f.stat());
   SDX_ASSERT_OK_AND_ASSIGN(Mapping m, f.mmap(0, 16 * kB, PROT_READ | PROT_WRITE, kSync));
   m.data()[0] = std::byte{1};  // every page writable: the store below takes no fault
