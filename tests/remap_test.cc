@@ -10,7 +10,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -26,6 +28,47 @@ namespace {
 using test::cbytes;
 constexpr uint64_t kB = 4096;
 constexpr int kSync = MAP_SHARED_VALIDATE | MAP_SYNC;
+
+// The issue's "a mapping never keeps a page that points at a freed or reassigned
+// block", checked as the kernel sees it: every page of `m` that /proc/self/maps shows
+// backed by the device must map the very block the file maps at its offset now, and
+// only read-only if that block is shared. What is not backed by the device (not
+// installed, the zero page, private copies) cannot be stale. For a mapping that no
+// fault or layout change is working on meanwhile. Returns the offending pages.
+std::vector<std::string> stale_pages(FileSystem& fs, File& f, const Mapping& m) {
+  std::vector<std::string> bad;
+  auto ext = f.extents();
+  if (!ext) return {"extents: " + ext.error().to_string()};
+  struct Vma {
+    uintptr_t lo, hi;
+    bool writable, device;
+    uint64_t pgoff;
+  };
+  std::vector<Vma> vmas;
+  std::ifstream maps("/proc/self/maps");
+  const auto base = reinterpret_cast<uintptr_t>(m.data());
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t lo = 0, hi = 0;
+    char perms[5] = {};
+    unsigned long long pgoff = 0, inode = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s %llx %*s %llu", &lo, &hi, perms, &pgoff, &inode) != 5) continue;
+    if (hi <= base || lo >= base + m.size()) continue;
+    vmas.push_back({lo, hi, perms[1] == 'w', perms[3] == 's' && inode != 0, pgoff});
+  }
+  const uint64_t fd_off = fs.device().fd_offset();
+  for (uintptr_t a = base; a < base + m.size(); a += kB) {
+    auto v = std::find_if(vmas.begin(), vmas.end(), [&](const Vma& x) { return x.lo <= a && a < x.hi; });
+    if (v == vmas.end() || !v->device) continue;
+    const uint64_t foff = m.offset() + (a - base), dev = v->pgoff + (a - v->lo) - fd_off;
+    auto e = std::find_if(ext->begin(), ext->end(), [&](const ExtentInfo& x) { return x.offset <= foff && foff < x.offset + x.length; });
+    const std::string where = "file offset " + std::to_string(foff) + " maps device offset " + std::to_string(dev);
+    if (e == ext->end()) bad.push_back(where + ", where the file has a hole");
+    else if (e->dev_offset + (foff - e->offset) != dev)
+      bad.push_back(where + ", the file device offset " + std::to_string(e->dev_offset + (foff - e->offset)));
+    else if (e->shared && v->writable) bad.push_back(where + ", shared, writable");
+  }
+  return bad;
+}
 
 class RemapTest : public test::SimFsTest {
  protected:
@@ -355,8 +398,9 @@ TEST_F(RemapTest, DefragmentJoinsAMappedFileAndItsStoresGoOn) {
   EXPECT_EQ(ds.extents_before, before.extents);
   EXPECT_LE(ds.extents_after, 2u);
   EXPECT_GE(ds.blocks_moved, kBlocks - kBlocks / 8);
-  // The mapping follows: as many kernel memory areas as extents now.
+  // The mapping follows: as many kernel memory areas as extents now, each the file's.
   EXPECT_LE(test::vmas_in(m.data(), kBlocks * kB), ds.extents_after + 2) << sum;
+  for (const auto& p : stale_pages(*fs_, f, m)) ADD_FAILURE() << p;
   // The same mapping, after the move: reads and stores reach the new blocks, and the
   // defragmenter mapped them again itself, so the stores take no fault.
   const uint64_t faults = fs_->fault_stats().total();
@@ -679,6 +723,8 @@ Oracle run_stress(bool sync) {
       if (fsync_every && w.stores % fsync_every == 0)
         if (auto st = f->fsync(); !st) return error(st.error().to_string());
     }
+    // The layout thread is done: no page of ours may map a block the file gave up.
+    for (const auto& p : stale_pages(*fs, *f, *m)) error(std::string(w.path) + ": " + p);
   };
 
   auto layout = [&] {
