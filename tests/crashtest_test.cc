@@ -53,27 +53,28 @@ class CrashtestTest : public ::testing::Test {
     for (const char* a : {"--dir", dir_.str().c_str(), "--jobs", "2"}) args.push_back(a);
     return syncdax(args);
   }
+  // A run that must find nothing: its last line, 0 violations, exit 0.
+  Tally clean_run(std::vector<std::string> args) {
+    Outcome r = run(std::move(args));
+    Tally t;
+    EXPECT_TRUE(last_line(r.out, t)) << r.out << r.err;
+    EXPECT_EQ(t.violations, 0u) << r.out;
+    EXPECT_EQ(r.code, 0) << r.err;
+    return t;
+  }
   sdx::test::TempPath dir_{"crashtest-dir"};
 };
 
 TEST_F(CrashtestTest, PowerFailuresAtSampledFencesLoseNoAcknowledgedStore) {
   SDX_SKIP_UNDER_TSAN();
-  Outcome r = run({"--points", "300", "--seed", "11", "--torn"});
-  Tally t;
-  ASSERT_TRUE(last_line(r.out, t)) << r.out << r.err;
+  const Tally t = clean_run({"--points", "300", "--seed", "11", "--torn"});
   EXPECT_EQ(t.points, 300u);
-  EXPECT_EQ(t.violations, 0u) << r.out;
-  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 TEST_F(CrashtestTest, EveryFenceOfASmallWorkload) {
   SDX_SKIP_UNDER_TSAN();
-  Outcome r = run({"--ops", "60", "--seed", "5", "--evict-prob", "0"});
-  Tally t;
-  ASSERT_TRUE(last_line(r.out, t)) << r.out << r.err;
+  const Tally t = clean_run({"--ops", "60", "--seed", "5", "--evict-prob", "0"});
   EXPECT_GT(t.points, 60u);  // every fence: several per operation
-  EXPECT_EQ(t.violations, 0u) << r.out;
-  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 // The negative control: without MAP_SYNC and msync the oracle must see stores vanish,
@@ -112,12 +113,8 @@ TEST_F(CrashtestTest, NoSyncIsCaughtAndReplays) {
 }
 
 TEST_F(CrashtestTest, KilledChildrenLoseNoAcknowledgedStore) {
-  Outcome r = run({"--kill", "--rounds", "15", "--seed", "21"});
-  Tally t;
-  ASSERT_TRUE(last_line(r.out, t)) << r.out << r.err;
+  const Tally t = clean_run({"--kill", "--rounds", "15", "--seed", "21"});
   EXPECT_EQ(t.points, 15u);
-  EXPECT_EQ(t.violations, 0u) << r.out;
-  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 TEST_F(CrashtestTest, KilledChildrenWithoutSyncAreCaught) {

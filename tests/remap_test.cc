@@ -12,7 +12,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -39,26 +38,12 @@ std::vector<std::string> stale_pages(FileSystem& fs, File& f, const Mapping& m) 
   std::vector<std::string> bad;
   auto ext = f.extents();
   if (!ext) return {"extents: " + ext.error().to_string()};
-  struct Vma {
-    uintptr_t lo, hi;
-    bool writable, device;
-    uint64_t pgoff;
-  };
-  std::vector<Vma> vmas;
-  std::ifstream maps("/proc/self/maps");
   const auto base = reinterpret_cast<uintptr_t>(m.data());
-  for (std::string line; std::getline(maps, line);) {
-    uintptr_t lo = 0, hi = 0;
-    char perms[5] = {};
-    unsigned long long pgoff = 0, inode = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx %4s %llx %*s %llu", &lo, &hi, perms, &pgoff, &inode) != 5) continue;
-    if (hi <= base || lo >= base + m.size()) continue;
-    vmas.push_back({lo, hi, perms[1] == 'w', perms[3] == 's' && inode != 0, pgoff});
-  }
+  const std::vector<test::Vma> vmas = test::vmas_in(m.data(), m.size());
   const uint64_t fd_off = fs.device().fd_offset();
   for (uintptr_t a = base; a < base + m.size(); a += kB) {
-    auto v = std::find_if(vmas.begin(), vmas.end(), [&](const Vma& x) { return x.lo <= a && a < x.hi; });
-    if (v == vmas.end() || !v->device) continue;
+    auto v = std::find_if(vmas.begin(), vmas.end(), [&](const test::Vma& x) { return x.lo <= a && a < x.hi; });
+    if (v == vmas.end() || !v->shared_file) continue;
     const uint64_t foff = m.offset() + (a - base), dev = v->pgoff + (a - v->lo) - fd_off;
     auto e = std::find_if(ext->begin(), ext->end(), [&](const ExtentInfo& x) { return x.offset <= foff && foff < x.offset + x.length; });
     const std::string where = "file offset " + std::to_string(foff) + " maps device offset " + std::to_string(dev);
@@ -392,14 +377,14 @@ TEST_F(RemapTest, DefragmentJoinsAMappedFileAndItsStoresGoOn) {
   for (uint64_t i = 0; i < kBlocks; ++i) sum += static_cast<uint64_t>(m.data()[i * kB]);  // all mapped
   for (uint64_t i = 0; i < kBlocks; i += 7) m.data()[i * kB] = std::byte{0x5a};
   SDX_ASSERT_OK(m.persist(m.data(), kBlocks * kB));
-  const size_t vmas_before = test::vmas_in(m.data(), kBlocks * kB);
+  const size_t vmas_before = test::vmas_in(m.data(), kBlocks * kB).size();
   EXPECT_GE(vmas_before, kBlocks / 2) << "one kernel memory area per fragment";
   SDX_ASSERT_OK_AND_ASSIGN(DefragStats ds, f.defragment());
   EXPECT_EQ(ds.extents_before, before.extents);
   EXPECT_LE(ds.extents_after, 2u);
   EXPECT_GE(ds.blocks_moved, kBlocks - kBlocks / 8);
   // The mapping follows: as many kernel memory areas as extents now, each the file's.
-  EXPECT_LE(test::vmas_in(m.data(), kBlocks * kB), ds.extents_after + 2) << sum;
+  EXPECT_LE(test::vmas_in(m.data(), kBlocks * kB).size(), ds.extents_after + 2) << sum;
   for (const auto& p : stale_pages(*fs_, f, m)) ADD_FAILURE() << p;
   // The same mapping, after the move: reads and stores reach the new blocks, and the
   // defragmenter mapped them again itself, so the stores take no fault.

@@ -148,15 +148,22 @@ void on_bus(int, siginfo_t* si, void*) {
   siglongjmp(t.jump, 1);
 }
 
-size_t vmas_in(const void* base, size_t len) {
+std::vector<Vma> vmas_in(const void* base, size_t len) {
   std::ifstream maps("/proc/self/maps");
   const auto lo = reinterpret_cast<uintptr_t>(base), hi = lo + len;
-  size_t n = 0;
+  std::vector<Vma> out;
   for (std::string line; std::getline(maps, line);) {
-    uintptr_t a = 0, b = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx", &a, &b) == 2 && a < hi && lo < b) ++n;
+    Vma v;
+    char perms[5] = {};
+    unsigned long long pgoff = 0, inode = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s %llx %*s %llu", &v.lo, &v.hi, perms, &pgoff, &inode) != 5) continue;
+    if (v.hi <= lo || hi <= v.lo) continue;
+    v.writable = perms[1] == 'w';
+    v.shared_file = perms[3] == 's' && inode != 0;
+    v.pgoff = pgoff;
+    out.push_back(v);
   }
-  return n;
+  return out;
 }
 
 }  // namespace sdx::test

@@ -72,9 +72,16 @@ std::unique_ptr<device::SimDevice> formatted_sim(uint64_t size, const MkfsOption
 // The durable contents of the (sim) device of an unmounted FileSystem.
 device::CrashImage durable_image(FileSystem& fs);
 
-// How many of the process's kernel memory areas (/proc/self/maps lines) touch
-// [base, base+len): what a mapping costs the kernel.
-size_t vmas_in(const void* base, size_t len);
+// One of the process's kernel memory areas (a /proc/self/maps line).
+struct Vma {
+  uintptr_t lo = 0, hi = 0;
+  bool writable = false;
+  bool shared_file = false;  // MAP_SHARED of a file (a device block, for syncdax)
+  uint64_t pgoff = 0;        // file offset of lo
+};
+// The kernel memory areas that touch [base, base+len): how many a mapping costs the
+// kernel, and what each maps.
+std::vector<Vma> vmas_in(const void* base, size_t len);
 
 // Everything visible in a mounted file system, for comparisons across remounts.
 struct Node {
