@@ -145,18 +145,12 @@ void Volume::free_blocks(journal::Handle& h, uint64_t start, uint64_t len) {
 }
 
 void Volume::release_blocks(journal::Handle& h, uint64_t dev, uint64_t len) {
-  for (uint64_t pos = dev, end = dev + len; pos < end;) {
-    bool shared;
-    const uint64_t n = shared_run(pos, end - pos, &shared);
-    if (!shared) {
-      free_blocks(h, pos, n);
-    } else {
-      for (auto it = shared_.find(pos); it != shared_.end() && it->first < pos + n;)
-        it = --it->second >= 2 ? std::next(it) : shared_.erase(it);
-      log_refcounts(h, pos, n);
-    }
-    pos += n;
-  }
+  for_each_share_run(dev, len, [&](uint64_t pos, uint64_t n, bool shared) {
+    if (!shared) return free_blocks(h, pos, n);
+    for (auto it = shared_.find(pos); it != shared_.end() && it->first < pos + n;)
+      it = --it->second >= 2 ? std::next(it) : shared_.erase(it);
+    log_refcounts(h, pos, n);
+  });
 }
 
 void Volume::add_refs(journal::Handle& h, uint64_t dev, uint64_t len) {
@@ -179,13 +173,12 @@ void Volume::log_refcounts(journal::Handle& h, uint64_t dev, uint64_t len) {
   }
 }
 
-uint64_t Volume::shared_run(uint64_t dev, uint64_t len, bool* shared) const {
+Volume::ShareRun Volume::share_run(uint64_t dev, uint64_t len) const {
   auto it = shared_.lower_bound(dev);
-  *shared = it != shared_.end() && it->first == dev;
-  if (!*shared) return it == shared_.end() ? len : std::min(len, it->first - dev);
+  if (it == shared_.end() || it->first != dev) return {it == shared_.end() ? len : std::min(len, it->first - dev), false};
   uint64_t n = 0;
   while (n < len && it != shared_.end() && it->first == dev + n) ++n, ++it;
-  return n;
+  return {n, true};
 }
 
 uint64_t Volume::shared_blocks_in(const Inode& ino, uint64_t fb, uint64_t end_fb) const {
@@ -493,10 +486,10 @@ Result<Iomap> Volume::iomap_begin(Inode& ino, uint64_t off, uint64_t len, unsign
   m.type = e->unwritten ? IomapType::kUnwritten : IomapType::kMapped;
   m.offset = fb * kBlockSize;
   const uint64_t dev = e->dev_block + (fb - e->file_block);
-  bool shared;
   // One answer is all shared or all not: a caller may map it writable only if not.
-  m.length = shared_run(dev, e->file_end() - fb, &shared) * kBlockSize;
-  if (shared) m.flags |= kIomapShared;
+  const ShareRun run = share_run(dev, e->file_end() - fb);
+  m.length = run.len * kBlockSize;
+  if (run.shared) m.flags |= kIomapShared;
   m.dev_offset = dev * kBlockSize;
   const uint64_t seq = std::max({e->seq, ino.size_seq, ino.remove_seq});
   if (seq > journal_->committed_seq()) {

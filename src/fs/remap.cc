@@ -93,9 +93,9 @@ Status Volume::unshare(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t end
       continue;
     }
     const uint64_t old = e->dev_block + (pos - e->file_block);
-    bool shared;
-    uint64_t n = shared_run(old, std::min(end_fb, e->file_end()) - pos, &shared);
-    if (shared) {
+    const ShareRun run = share_run(old, std::min(end_fb, e->file_end()) - pos);
+    uint64_t n = run.len;
+    if (run.shared) {
       const bool unwritten = e->unwritten;
       SDX_ASSIGN(Run r, alloc_blocks(h, 0, n, false));  // cannot fail: counted above
       n = r.len;
@@ -226,15 +226,11 @@ Result<std::vector<ExtentInfo>> Volume::extents(Handle* hd) {
   ReadLock io(ino.io);
   Lock l(mu_);
   std::vector<ExtentInfo> out;
-  for (const auto& [fb, e] : ino.extents) {
-    for (uint64_t pos = 0; pos < e.len;) {
-      bool shared;
-      const uint64_t n = shared_run(e.dev_block + pos, e.len - pos, &shared);
-      out.push_back({(e.file_block + pos) * kBlockSize, n * kBlockSize, (e.dev_block + pos) * kBlockSize,
+  for (const auto& [fb, e] : ino.extents)
+    for_each_share_run(e.dev_block, e.len, [&](uint64_t dev, uint64_t n, bool shared) {
+      out.push_back({(e.file_block + (dev - e.dev_block)) * kBlockSize, n * kBlockSize, dev * kBlockSize,
                      e.unwritten, shared});
-      pos += n;
-    }
-  }
+    });
   return out;
 }
 
@@ -262,17 +258,13 @@ Result<DefragStats> Volume::defragment(Handle* hd) {
     stats.extents_before = ino.extents.size();
     // Runs end at holes and at shared blocks: those stay, so nothing across them can
     // become contiguous.
-    for (const auto& [fb, e] : ino.extents) {
-      for (uint64_t pos = 0; pos < e.len;) {
-        bool shared;
-        const uint64_t n = shared_run(e.dev_block + pos, e.len - pos, &shared);
-        if (!shared) {
-          if (!runs.empty() && runs.back().first + runs.back().second == fb + pos) runs.back().second += n;
-          else runs.push_back({fb + pos, n});
-        }
-        pos += n;
-      }
-    }
+    for (const auto& [fb, e] : ino.extents)
+      for_each_share_run(e.dev_block, e.len, [&](uint64_t dev, uint64_t n, bool shared) {
+        if (shared) return;
+        const uint64_t at = e.file_block + (dev - e.dev_block);
+        if (!runs.empty() && runs.back().first + runs.back().second == at) runs.back().second += n;
+        else runs.push_back({at, n});
+      });
   }
   // From the end of the file backwards: a move merges extents, and the extent leaves
   // after the merge point shift and are logged again; working backwards keeps that to
@@ -342,12 +334,9 @@ Status Volume::move_chunk(Inode& ino, uint64_t fb, uint64_t n, uint64_t target, 
   {
     Lock l(mu_);
     for_each_piece(ino, fb, fb + n, [&](const Piece& p) {
-      for (uint64_t pos = 0; pos < p.len;) {
-        bool shared;
-        const uint64_t k = shared_run(p.dev_block + pos, p.len - pos, &shared);
-        if (!shared) pieces.push_back(Piece{p.file_block + pos, p.dev_block + pos, k, p.unwritten});
-        pos += k;
-      }
+      for_each_share_run(p.dev_block, p.len, [&](uint64_t dev, uint64_t k, bool shared) {
+        if (!shared) pieces.push_back(Piece{p.file_block + (dev - p.dev_block), dev, k, p.unwritten});
+      });
     });
     // 3: unmap from every mapping before the copy, so no store reaches the old block
     // after it was copied (a store now faults, and waits for our io lock).

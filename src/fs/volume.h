@@ -255,8 +255,22 @@ class Volume {
   void release_blocks(journal::Handle& h, uint64_t dev, uint64_t len);
   void add_refs(journal::Handle& h, uint64_t dev, uint64_t len);
   void log_refcounts(journal::Handle& h, uint64_t dev, uint64_t len);
-  // Blocks at the start of [dev, dev+len) that are shared (or not, as *shared says).
-  uint64_t shared_run(uint64_t dev, uint64_t len, bool* shared) const;
+  // The blocks at the start of [dev, dev+len) that are all shared, or all not.
+  struct ShareRun {
+    uint64_t len;
+    bool shared;
+  };
+  ShareRun share_run(uint64_t dev, uint64_t len) const;
+  // fn(first, n, shared) for each such run of [dev, dev+len), in order; fn may change
+  // the reference counts of its own run.
+  template <class Fn>
+  void for_each_share_run(uint64_t dev, uint64_t len, Fn&& fn) const {
+    for (uint64_t pos = dev, end = dev + len; pos < end;) {
+      const ShareRun r = share_run(pos, end - pos);
+      fn(pos, r.len, r.shared);
+      pos += r.len;
+    }
+  }
   uint64_t shared_blocks_in(const Inode& ino, uint64_t fb, uint64_t end_fb) const;
   // Copy-on-write: give [fb, end_fb) of the file blocks of its own, copied from the
   // shared ones. All or nothing: ENOSPC changes nothing.
