@@ -184,15 +184,9 @@ Volume::ShareRun Volume::share_run(uint64_t dev, uint64_t len) const {
 uint64_t Volume::shared_blocks_in(const Inode& ino, uint64_t fb, uint64_t end_fb) const {
   if (shared_.empty()) return 0;
   uint64_t count = 0;
-  auto it = ino.extents.upper_bound(fb);
-  if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
-  for (; it != ino.extents.end() && it->second.file_block < end_fb; ++it) {
-    const Extent& e = it->second;
-    const uint64_t lo = std::max(fb, e.file_block), hi = std::min(end_fb, e.file_end());
-    for (auto s = shared_.lower_bound(e.dev_block + (lo - e.file_block));
-         s != shared_.end() && s->first < e.dev_block + (hi - e.file_block); ++s)
-      ++count;
-  }
+  for_each_piece(ino, fb, end_fb, [&](const Piece& p) {
+    for (auto s = shared_.lower_bound(p.dev_block); s != shared_.end() && s->first < p.dev_block + p.len; ++s) ++count;
+  });
   return count;
 }
 

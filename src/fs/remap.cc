@@ -49,22 +49,6 @@ class PairLock {
   Inode& second_;
 };
 
-// One mapped piece of a file range.
-struct Piece {
-  uint64_t file_block, dev_block, len;
-  bool unwritten;
-};
-
-template <class Fn>
-void for_each_piece(const Inode& ino, uint64_t fb, uint64_t end_fb, Fn&& fn) {
-  auto it = ino.extents.upper_bound(fb);
-  if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
-  for (; it != ino.extents.end() && it->second.file_block < end_fb; ++it) {
-    const Extent& e = it->second;
-    const uint64_t lo = std::max(fb, e.file_block), hi = std::min(end_fb, e.file_end());
-    if (lo < hi) fn(Piece{lo, e.dev_block + (lo - e.file_block), hi - lo, e.unwritten});
-  }
-}
 }  // namespace
 
 void Volume::replace_blocks(journal::Handle& h, Inode& ino, uint64_t fb, uint64_t n, uint64_t dev) {

@@ -5,6 +5,7 @@
 // fault (that is the dax layer), and never write metadata home itself.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -94,6 +95,23 @@ struct Inode {
 
   bool is_dir() const;
 };
+
+// One mapped piece of a file range: fn(Piece) for each extent's part of file blocks
+// [fb, end_fb), in file order (holes skipped). No heap: faults get here.
+struct Piece {
+  uint64_t file_block, dev_block, len;
+  bool unwritten;
+};
+template <class Fn>
+void for_each_piece(const Inode& ino, uint64_t fb, uint64_t end_fb, Fn&& fn) {
+  auto it = ino.extents.upper_bound(fb);
+  if (it != ino.extents.begin() && std::prev(it)->second.file_end() > fb) --it;
+  for (; it != ino.extents.end() && it->second.file_block < end_fb; ++it) {
+    const Extent& e = it->second;
+    const uint64_t lo = std::max(fb, e.file_block), hi = std::min(end_fb, e.file_end());
+    if (lo < hi) fn(Piece{lo, e.dev_block + (lo - e.file_block), hi - lo, e.unwritten});
+  }
+}
 
 enum class IomapType { kHole, kMapped, kUnwritten };
 enum IomapIntent : unsigned { kIomapRead = 1, kIomapWrite = 2, kIomapFault = 4 };
