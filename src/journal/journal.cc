@@ -1,10 +1,9 @@
 #include "journal/journal.h"
 
 #include <algorithm>
-#include <map>
 #include <chrono>
 #include <cstring>
-#include <unordered_map>
+#include <map>
 
 #include "common/crc32c.h"
 #include "common/safe_alloc.h"
